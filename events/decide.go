@@ -1,0 +1,378 @@
+package events
+
+import (
+	"encoding/json"
+	"regexp"
+	"slices"
+	"time"
+)
+
+var siteIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{2,63}$`) // compiled once; read-only
+
+// ResolveIDs fills a command's missing ids the way design.md fixes them: a report without an
+// id takes UUIDv5(command_id), or a fresh UUIDv7 without one; a command without a command id
+// gets a fresh one (and is then not idempotent).
+func ResolveIDs(cmd *Command) {
+	if cmd.Action == ActReport && cmd.HazardID == "" {
+		if cmd.CommandID != "" {
+			cmd.HazardID = ReportID(cmd.CommandID)
+		} else {
+			cmd.HazardID = NewID()
+		}
+	}
+	if cmd.CommandID == "" {
+		cmd.CommandID = NewID()
+	}
+}
+
+// Decide checks a command against the hazard's state h (nil if it does not exist) at the
+// record instant now, and returns the one event it records, or a typed error.
+// It normalises cmd.Payload in place. The event's prevhash chains to h.
+func Decide(cat *Catalog, h *Hazard, cmd *Command, now time.Time, source string) (*Event, error) {
+	if cmd.HazardID == "" || cmd.CommandID == "" {
+		return nil, Errorf(KindInternal, "missing_ids", "", "command ids not resolved")
+	}
+	occurred := cmd.OccurredAt
+	if occurred.IsZero() {
+		occurred = now
+	}
+	if occurred.After(now.Add(MaxClockSkew)) {
+		return nil, Errorf(KindInvalid, "occurred_in_future", "occurred_at", "occurred_at %s is in the future (server time %s)", FormatInstant(occurred), FormatInstant(now))
+	}
+	if occurred.Year() < 2000 {
+		return nil, invalid("occurred_at", "occurred_at %s is implausibly early", FormatInstant(occurred))
+	}
+	if cmd.Action == ActReport {
+		if h != nil {
+			return nil, Errorf(KindConflict, "hazard_exists", "id", "hazard %s already exists", cmd.HazardID)
+		}
+	} else {
+		if h == nil {
+			return nil, Errorf(KindNotFound, "hazard_not_found", "id", "no hazard %s", cmd.HazardID)
+		}
+		if cmd.ExpectedVersion != nil && *cmd.ExpectedVersion != h.Version {
+			return nil, Errorf(KindConflict, "version_conflict", "expected_version", "hazard %s is at version %d, not %d", h.ID, h.Version, *cmd.ExpectedVersion)
+		}
+		if occurred.Before(h.FoundAt) {
+			return nil, invalid("occurred_at", "occurred_at %s is before the hazard was found (%s)", FormatInstant(occurred), FormatInstant(h.FoundAt))
+		}
+	}
+	if err := decide(cat, h, cmd, occurred); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(cmd.Payload)
+	if err != nil {
+		return nil, err
+	}
+	e := &Event{SpecVersion: "1.0", ID: EventID(cmd.HazardID, cmd.CommandID), Source: source, Type: ActionType(cmd.Action),
+		Subject: cmd.HazardID, Time: now, DataContentType: "application/json", OccurredAt: occurred,
+		Actor: cmd.Actor.ID, ActorRole: cmd.Actor.Role, CommandID: cmd.CommandID, Sig: cmd.Sig, Data: data}
+	if h == nil {
+		e.PrevHash = HashString(GenesisHash(cmd.HazardID))
+	} else {
+		e.PrevHash = h.PrevHash()
+	}
+	return e, nil
+}
+
+func decide(cat *Catalog, h *Hazard, cmd *Command, occurred time.Time) error {
+	var err *Error
+	switch p := cmd.Payload.(type) {
+	case *Reported:
+		return decideReport(cat, cmd.HazardID, p, occurred)
+	case *Amended:
+		if err := needOpen(h, ActAmend); err != nil {
+			return err
+		}
+		if p.Description == nil && p.Site == nil && p.Location == nil {
+			return Errorf(KindInvalid, "nothing_to_amend", "", "amend needs description, site or location")
+		}
+		if p.Description != nil {
+			d, err := required("description", *p.Description, MaxTextLen, true)
+			if err != nil {
+				return err
+			}
+			p.Description = &d
+		}
+		if p.Site != nil {
+			if p.Site.CreditCode != "" || p.Site.ID != "" {
+				if p.Site.Key() != h.SiteKey {
+					return rule("site_key_fixed", "the site's credit code or id cannot be amended; withdraw and re-report")
+				}
+			}
+			if p.Site.Name, err = required("site.name", p.Site.Name, MaxNameLen, false); err != nil {
+				return err
+			}
+		}
+		if p.Location != nil {
+			if err := checkLocation(p.Location); err != nil {
+				return err
+			}
+		}
+	case *Graded:
+		if err := needOpen(h, ActGrade); err != nil {
+			return err
+		}
+		if err := checkGrade(cat, h.Sector, p.Grade, &p.Criterion, occurred); err != nil {
+			return err
+		}
+		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
+			return err
+		}
+		if p.Grade == h.Grade && p.Criterion == h.Criterion {
+			return rule("grade_unchanged", "hazard is already %s with criterion %q", h.Grade, h.Criterion)
+		}
+	case *Listed:
+		if err := needOpen(h, ActList); err != nil {
+			return err
+		}
+		if h.Grade != GradeMajor {
+			return rule("list_requires_major", "only a major hazard can be listed for supervision")
+		}
+		if !slices.Contains(ListLevels, p.Level) {
+			return invalid("level", "level must be county, prefecture or province")
+		}
+		if h.Listed && levelRank(p.Level) <= levelRank(h.ListLevel) {
+			return rule("already_listed", "hazard is already listed at %s level", h.ListLevel)
+		}
+		if p.Authority, err = required("authority", p.Authority, MaxNameLen, false); err != nil {
+			return err
+		}
+		if p.Document, err = required("document", p.Document, MaxNameLen, false); err != nil {
+			return err
+		}
+		if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, true); err != nil {
+			return err
+		}
+	case *Planned:
+		if !slices.Contains([]Status{StatusReported, StatusPlanned, StatusRectifying}, h.Status) {
+			return transition(h, ActPlan)
+		}
+		for _, f := range []struct {
+			name string
+			v    *string
+			max  int
+		}{{"responsible", &p.Responsible, MaxNameLen}, {"measures", &p.Measures, MaxTextLen}, {"funds", &p.Funds, MaxNameLen}, {"contingency", &p.Contingency, MaxTextLen}} {
+			if *f.v, err = text(f.name, *f.v, f.max, f.max == MaxTextLen); err != nil {
+				return err
+			}
+		}
+		if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, false); err != nil {
+			return err
+		}
+		if h.Grade == GradeMajor {
+			var missing []string
+			for _, f := range []struct{ name, v string }{{"responsible", p.Responsible}, {"measures", p.Measures}, {"funds", p.Funds}, {"deadline", p.Deadline}, {"contingency", p.Contingency}} {
+				if f.v == "" {
+					missing = append(missing, f.name)
+				}
+			}
+			if len(missing) > 0 {
+				e := rule("plan_incomplete", "a major hazard's plan needs all five of 五落实 (responsible, measures, funds, deadline, contingency); missing: %v", missing)
+				e.Field = missing[0]
+				return e
+			}
+		} else if p.Measures == "" {
+			return Errorf(KindInvalid, "required", "measures", "measures is required")
+		}
+	case *Progressed:
+		ok := h.Status == StatusPlanned || h.Status == StatusRectifying || (h.Grade == GradeGeneral && h.Status == StatusReported)
+		if !ok {
+			return transition(h, ActProgress)
+		}
+		if p.Percent < 0 || p.Percent > 100 {
+			return invalid("percent", "percent must be between 0 and 100")
+		}
+		if p.Note, err = text("note", p.Note, MaxTextLen, true); err != nil {
+			return err
+		}
+		if p.Evidence, err = evidence(p.Evidence); err != nil {
+			return err
+		}
+	case *Extended:
+		if err := needOpen(h, ActExtend); err != nil {
+			return err
+		}
+		if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, true); err != nil {
+			return err
+		}
+		if d := parseInstant(p.Deadline); !d.After(h.Deadline()) {
+			return rule("deadline_not_later", "the new deadline %s is not after the current one %s", FormatInstant(d), FormatInstant(h.Deadline()))
+		}
+		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
+			return err
+		}
+	case *Completed:
+		ok := h.Status == StatusPlanned || h.Status == StatusRectifying || (h.Grade == GradeGeneral && h.Status == StatusReported)
+		if !ok {
+			return transition(h, ActComplete)
+		}
+		if p.Note, err = text("note", p.Note, MaxTextLen, true); err != nil {
+			return err
+		}
+		if p.Evidence, err = evidence(p.Evidence); err != nil {
+			return err
+		}
+	case *VerifyFailed:
+		if h.Status != StatusAwaiting {
+			return transition(h, ActReject)
+		}
+		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
+			return err
+		}
+		if p.Evidence, err = evidence(p.Evidence); err != nil {
+			return err
+		}
+	case *Cleared:
+		if h.Status != StatusAwaiting {
+			return transition(h, ActClear)
+		}
+		if cmd.Actor.ID != "" && cmd.Actor.ID == h.CompletedBy {
+			return rule("completer_cannot_clear", "%s completed this hazard and cannot also clear it", cmd.Actor.ID)
+		}
+		if h.Grade == GradeMajor && cmd.Actor.ID != "" && cmd.Actor.ID == h.ReportedBy {
+			return rule("reporter_cannot_clear", "%s reported this major hazard and cannot also clear it", cmd.Actor.ID)
+		}
+		if p.Method, err = required("method", p.Method, MaxNameLen, false); err != nil {
+			return err
+		}
+		if p.Note, err = text("note", p.Note, MaxTextLen, true); err != nil {
+			return err
+		}
+		if p.Evidence, err = evidence(p.Evidence); err != nil {
+			return err
+		}
+	case *Reopened:
+		if h.Status != StatusCleared {
+			return transition(h, ActReopen)
+		}
+		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
+			return err
+		}
+		if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, false); err != nil {
+			return err
+		}
+	case *Withdrawn:
+		if h.Status == StatusWithdrawn {
+			return transition(h, ActWithdraw)
+		}
+		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
+			return err
+		}
+	default:
+		return Errorf(KindInternal, "unknown_payload", "", "unknown payload %T", p)
+	}
+	return nil
+}
+
+func decideReport(cat *Catalog, id string, p *Reported, occurred time.Time) error {
+	var err *Error
+	if _, ok := cat.Sector(p.Sector); !ok {
+		return Errorf(KindInvalid, "unknown_sector", "sector", "unknown sector %q", clip(p.Sector, 40))
+	}
+	if g, ok := cat.Region(p.Region); !ok {
+		return Errorf(KindInvalid, "unknown_region", "region", "unknown region code %q", clip(p.Region, 40))
+	} else if g.Level != "county" {
+		return Errorf(KindInvalid, "region_not_county", "region", "region %s (%s) is a %s; give a county-level code", g.Code, g.NameZh, g.Level)
+	}
+	if err := checkGrade(cat, p.Sector, p.Grade, &p.Criterion, occurred); err != nil {
+		return err
+	}
+	if !slices.Contains(Sources, p.Source) {
+		return invalid("source", "source must be one of %v", Sources)
+	}
+	if p.Site.Name, err = required("site.name", p.Site.Name, MaxNameLen, false); err != nil {
+		return err
+	}
+	switch {
+	case p.Site.CreditCode != "":
+		if !ValidCreditCode(p.Site.CreditCode) {
+			return Errorf(KindInvalid, "invalid_credit_code", "site.credit_code", "site.credit_code %q is not a valid unified social credit code", clip(p.Site.CreditCode, 40))
+		}
+		p.Site.ID = ""
+	case p.Site.ID != "":
+		if !siteIDRe.MatchString(p.Site.ID) {
+			return invalid("site.id", "site.id must be 3–64 lowercase letters, digits and hyphens")
+		}
+	default:
+		p.Site.ID = id // a place without a credit code gets a site id when first reported
+	}
+	if p.Location != nil {
+		if err := checkLocation(p.Location); err != nil {
+			return err
+		}
+	}
+	if p.Description, err = required("description", p.Description, MaxTextLen, true); err != nil {
+		return err
+	}
+	if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, true); err != nil {
+		return err
+	}
+	if p.Evidence, err = evidence(p.Evidence); err != nil {
+		return err
+	}
+	if p.Supersedes != "" {
+		if err := CanonicalUUID("supersedes", p.Supersedes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkGrade(cat *Catalog, sector, grade string, criterion *string, at time.Time) *Error {
+	switch grade {
+	case GradeMajor:
+		if *criterion == "" {
+			return Errorf(KindInvalid, "criterion_required", "criterion", "a major hazard must cite a criterion of its sector")
+		}
+	case GradeGeneral:
+		if *criterion == "" {
+			return nil
+		}
+	default:
+		return invalid("grade", "grade must be general or major")
+	}
+	return cat.CriterionValid(*criterion, sector, at)
+}
+
+func checkLocation(l *Location) *Error {
+	if l.Lat < -90 || l.Lat > 90 || l.Lon < -180 || l.Lon > 180 || (l.Lat == 0 && l.Lon == 0) {
+		return invalid("location", "location must have lat in [-90, 90] and lon in [-180, 180]")
+	}
+	a, err := text("location.address", l.Address, MaxNameLen, false)
+	l.Address = a
+	return err
+}
+
+// deadlineAfter normalises a deadline field to an RFC 3339 instant after occurred.
+func deadlineAfter(field, s string, occurred time.Time, need bool) (string, *Error) {
+	if s == "" {
+		if need {
+			return "", Errorf(KindInvalid, "required", field, "%s is required", field)
+		}
+		return "", nil
+	}
+	t, err := ParseDeadline(field, s)
+	if err != nil {
+		return "", err
+	}
+	if !t.After(occurred) {
+		return "", Errorf(KindInvalid, "deadline_before_occurred", field, "%s %s is not after occurred_at %s", field, FormatInstant(t), FormatInstant(occurred))
+	}
+	return FormatInstant(t), nil
+}
+
+func needOpen(h *Hazard, action string) error {
+	if !h.Status.Open() {
+		return transition(h, action)
+	}
+	return nil
+}
+
+func transition(h *Hazard, action string) *Error {
+	e := rule("invalid_transition", "cannot %s a %s hazard in status %s", action, h.Grade, h.Status)
+	e.Field = "status"
+	return e
+}
+
+func levelRank(l string) int { return slices.Index(ListLevels, l) }

@@ -1,0 +1,311 @@
+// Package jsstore is the hazard event log on NATS JetStream.
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"qingling/events"
+)
+
+// Config of the log stream.
+type Config struct {
+	Stream     string        // default HAZARDS
+	Replicas   int           // default 1
+	Duplicates time.Duration // dedup window, default 2 minutes
+	RetryFor   time.Duration // how long to retry an append on timeouts and no responders, default 5s
+}
+
+func (c *Config) setDefaults() {
+	if c.Stream == "" {
+		c.Stream = "HAZARDS"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Duplicates == 0 {
+		c.Duplicates = 2 * time.Minute
+	}
+	if c.RetryFor == 0 {
+		c.RetryFor = 5 * time.Second
+	}
+}
+
+// Store appends and reads hazard events.
+type Store struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	str jetstream.Stream
+	cfg Config
+}
+
+// Msg is one stored event.
+type Msg struct {
+	Seq     uint64
+	Subject string
+	Data    []byte
+	Time    time.Time // the stream's timestamp
+	MsgID   string
+}
+
+// StreamConfig is the log stream's configuration: file storage, every hazard subject,
+// no deletes, purges, rollups, TTLs or schedules; direct gets and atomic batches allowed.
+func StreamConfig(cfg Config) jetstream.StreamConfig {
+	cfg.setDefaults()
+	return jetstream.StreamConfig{
+		Name:               cfg.Stream,
+		Description:        "Qingling hazard events (append-only)",
+		Subjects:           []string{"hz.*.*.*.*.*"},
+		Storage:            jetstream.FileStorage,
+		Retention:          jetstream.LimitsPolicy,
+		Discard:            jetstream.DiscardNew,
+		MaxMsgs:            -1,
+		MaxBytes:           -1,
+		MaxAge:             0,
+		Replicas:           cfg.Replicas,
+		Duplicates:         cfg.Duplicates,
+		DenyDelete:         true,
+		DenyPurge:          true,
+		AllowRollup:        false,
+		AllowDirect:        true,
+		AllowAtomicPublish: true,
+		AllowMsgTTL:        false,
+		AllowMsgSchedules:  false,
+	}
+}
+
+// Open creates or updates the stream and returns a store on it.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	cfg.setDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	var str jetstream.Stream
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		str, err = js.CreateOrUpdateStream(ctx, StreamConfig(cfg))
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.Code != 503 {
+			break // a real refusal (e.g. too few servers for the replicas asked), not a cluster still forming
+		}
+		// a cluster without a meta leader yet answers with timeouts or 503s for a few seconds
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream %s (replicas %d): %w", cfg.Stream, cfg.Replicas, err)
+	}
+	return &Store{nc: nc, js: js, str: str, cfg: cfg}, nil
+}
+
+// JetStream returns the JetStream context the store uses.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// StreamName is the log stream's name.
+func (s *Store) StreamName() string { return s.cfg.Stream }
+
+// Append is one event to append.
+type Append struct {
+	Subject  string
+	Data     []byte
+	MsgID    string // the event id
+	New      bool   // first event of a hazard: no event may exist for HazardID under any subject
+	HazardID string
+	Expect   uint64 // otherwise: the hazard subject's last sequence
+}
+
+// Ack of an append.
+type Ack struct {
+	Seq       uint64
+	Duplicate bool   // the event was already stored (an earlier attempt landed)
+	Data      []byte // the stored bytes (the earlier attempt's, for a duplicate)
+}
+
+// Append stores one event with its optimistic-concurrency check. A stale check comes back as
+// an *events.Error of kind conflict and code "stale_state"; an earlier attempt of the same
+// event is reported as a duplicate ack. Timeouts and missing responders are retried with the
+// same Msg-Id for up to Config.RetryFor, then answered as unavailable.
+func (s *Store) Append(ctx context.Context, a Append) (Ack, error) {
+	msg := &nats.Msg{Subject: a.Subject, Data: a.Data, Header: nats.Header{}}
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(a.MsgID), jetstream.WithExpectStream(s.cfg.Stream), jetstream.WithRetryAttempts(0)}
+	if a.New {
+		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(0, events.AnySubject(a.HazardID)))
+	} else {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(a.Expect))
+	}
+	deadline := time.Now().Add(s.cfg.RetryFor)
+	wait := 50 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ack, err := s.js.PublishMsg(pctx, msg, opts...)
+		cancel()
+		if err == nil {
+			return Ack{Seq: ack.Sequence, Duplicate: ack.Duplicate, Data: a.Data}, nil
+		}
+		if IsConflict(err) {
+			return s.resolveConflict(ctx, a, err)
+		}
+		if !transient(err) || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+			return Ack{}, Unavailable(err)
+		}
+		select {
+		case <-ctx.Done():
+			return Ack{}, Unavailable(ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, time.Second)
+	}
+}
+
+// resolveConflict tells an earlier attempt of this very event that landed from a real conflict.
+func (s *Store) resolveConflict(ctx context.Context, a Append, cause error) (Ack, error) {
+	subj := a.Subject
+	if a.New {
+		subj = events.AnySubject(a.HazardID)
+	}
+	last, err := s.str.GetLastMsgForSubject(ctx, subj)
+	if err == nil && last.Header.Get(jetstream.MsgIDHeader) == a.MsgID {
+		return Ack{Seq: last.Sequence, Duplicate: true, Data: last.Data}, nil
+	}
+	cur := uint64(0)
+	if err == nil {
+		cur = last.Sequence
+	}
+	e := events.Errorf(events.KindConflict, "stale_state", "", "hazard changed concurrently (last sequence %d)", cur)
+	e.Err = &StaleError{Current: cur, Subject: subj, cause: cause}
+	return Ack{}, e
+}
+
+// StaleError carries the subject's current last sequence after a failed expectation.
+type StaleError struct {
+	Current uint64
+	Subject string
+	cause   error
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("stale: %s at %d: %v", e.Subject, e.Current, e.cause)
+}
+func (e *StaleError) Unwrap() error { return e.cause }
+
+// IsConflict reports a failed expected-sequence check (10071, or 10164 on replicated streams).
+func IsConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return false
+}
+
+func transient(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrConnectionReconnecting)
+}
+
+// Unavailable wraps a store failure as a 503.
+func Unavailable(err error) error {
+	return &events.Error{Kind: events.KindUnavailable, Code: "store_unavailable", Message: "the event store is unavailable; retry later", Err: err}
+}
+
+// Get reads one stored event by sequence.
+func (s *Store) Get(ctx context.Context, seq uint64) (Msg, error) {
+	m, err := s.str.GetMsg(ctx, seq)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return Msg{}, events.Errorf(events.KindNotFound, "event_not_found", "", "no event at sequence %d", seq)
+		}
+		return Msg{}, Unavailable(err)
+	}
+	return Msg{Seq: m.Sequence, Subject: m.Subject, Data: m.Data, Time: m.Time, MsgID: m.Header.Get(jetstream.MsgIDHeader)}, nil
+}
+
+// History reads every event of one subject from sequence from on, without a consumer
+// (batched direct get).
+func (s *Store) History(ctx context.Context, subject string, from uint64) ([]Msg, error) {
+	if from == 0 {
+		from = 1
+	}
+	var out []Msg
+	for {
+		it, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, 256, jetstreamext.GetBatchSeq(from), jetstreamext.GetBatchSubject(subject))
+		if err != nil {
+			return nil, Unavailable(err)
+		}
+		n := 0
+		var pending uint64
+		for m, err := range it {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				return out, nil
+			}
+			if err != nil {
+				return nil, Unavailable(err)
+			}
+			n++
+			out = append(out, Msg{Seq: m.Sequence, Subject: m.Subject, Data: m.Data, Time: m.Time, MsgID: m.Header.Get(jetstream.MsgIDHeader)})
+			from = m.Sequence + 1
+			pending, _ = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+		}
+		if n == 0 || pending == 0 {
+			return out, nil
+		}
+	}
+}
+
+// LastSeq is the stream's last sequence.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := s.str.Info(ctx)
+	if err != nil {
+		return 0, Unavailable(err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// Follow delivers every event from sequence from on, in order, to fn, until ctx ends or fn
+// fails. It uses one ordered consumer (no acks; it heals gaps by itself).
+func (s *Store) Follow(ctx context.Context, from uint64, fn func(Msg, uint64) error) error {
+	if from == 0 {
+		from = 1
+	}
+	cons, err := s.str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from, InactiveThreshold: 10 * time.Second,
+	})
+	if err != nil {
+		return Unavailable(err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return Unavailable(err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return Unavailable(err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Time: md.Timestamp, MsgID: m.Headers().Get(jetstream.MsgIDHeader)}, md.NumPending); err != nil {
+			return err
+		}
+	}
+}

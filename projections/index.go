@@ -1,0 +1,252 @@
+// Package projections holds read models built only from events: the hazard index and the
+// zero-out status.
+package projections
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"qingling/events"
+)
+
+// CommandRecord is what the index remembers of each recorded command.
+type CommandRecord struct {
+	HazardID string
+	Type     string
+	Version  int
+	Seq      uint64
+}
+
+// Index is the in-memory hazard index: every hazard's current state and every command id,
+// fed by the stream in order (and by the command path with its own acked events).
+type Index struct {
+	cat *events.Catalog
+
+	mu      sync.RWMutex
+	hz      map[string]*events.Hazard
+	byRep   []*events.Hazard // by report sequence, for stable cursors
+	cmds    map[uuid.UUID]CommandRecord
+	applied uint64 // last stream sequence applied in order by the feed
+	notify  chan struct{}
+}
+
+// NewIndex returns an empty index.
+func NewIndex(cat *events.Catalog) *Index {
+	return &Index{cat: cat, hz: map[string]*events.Hazard{}, cmds: map[uuid.UUID]CommandRecord{}, notify: make(chan struct{})}
+}
+
+// Apply folds one stored event into the index. An event the hazard already has (its seq is
+// not after the hazard's) is ignored, so the feed and the command path may both apply it.
+func (x *Index) Apply(seq uint64, raw []byte) error {
+	e, err := events.ParseEvent(raw)
+	if err != nil {
+		return err
+	}
+	p, err := e.Payload()
+	if err != nil {
+		return err
+	}
+	return x.ApplyParsed(seq, raw, e, p)
+}
+
+// ApplyParsed is Apply for an event already decoded.
+func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	h := x.hz[e.Subject]
+	if h != nil && h.Seq >= seq {
+		return nil
+	}
+	nh, err := events.Evolve(x.cat, h, e, p, raw, seq)
+	if err != nil {
+		return err
+	}
+	if h == nil {
+		x.hz[nh.ID] = nh
+		i := sort.Search(len(x.byRep), func(i int) bool { return x.byRep[i].ReportSeq > seq })
+		x.byRep = append(x.byRep, nil)
+		copy(x.byRep[i+1:], x.byRep[i:])
+		x.byRep[i] = nh
+	}
+	if u, err := uuid.Parse(e.CommandID); err == nil {
+		x.cmds[u] = CommandRecord{HazardID: nh.ID, Type: e.Type, Version: nh.Version, Seq: seq}
+	}
+	return nil
+}
+
+// MarkApplied records that the feed has applied every event up to seq, and wakes waiters.
+func (x *Index) MarkApplied(seq uint64) {
+	x.mu.Lock()
+	if seq > x.applied {
+		x.applied = seq
+		close(x.notify)
+		x.notify = make(chan struct{})
+	}
+	x.mu.Unlock()
+}
+
+// Applied is the last sequence the feed applied in order.
+func (x *Index) Applied() uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.applied
+}
+
+// WaitApplied waits until the feed has applied seq, or ctx ends.
+func (x *Index) WaitApplied(ctx context.Context, seq uint64) error {
+	for {
+		x.mu.RLock()
+		done, ch := x.applied >= seq, x.notify
+		x.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// WaitHazard waits until the index holds hazard id at seq or later, or ctx ends.
+func (x *Index) WaitHazard(ctx context.Context, id string, seq uint64) error {
+	for {
+		x.mu.RLock()
+		h, ch := x.hz[id], x.notify
+		x.mu.RUnlock()
+		if h != nil && h.Seq >= seq {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		case <-time.After(20 * time.Millisecond): // direct applies do not notify
+		}
+	}
+}
+
+// Get returns a copy of a hazard's state.
+func (x *Index) Get(id string) (events.Hazard, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	h, ok := x.hz[id]
+	if !ok {
+		return events.Hazard{}, false
+	}
+	c := *h
+	c.AmendSeqs = append([]uint64(nil), h.AmendSeqs...)
+	return c, true
+}
+
+// Command looks up a recorded command id.
+func (x *Index) Command(commandID string) (CommandRecord, bool) {
+	u, err := uuid.Parse(commandID)
+	if err != nil {
+		return CommandRecord{}, false
+	}
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	r, ok := x.cmds[u]
+	return r, ok
+}
+
+// Len is the number of hazards.
+func (x *Index) Len() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.hz)
+}
+
+// Each calls fn for every hazard in report order, under the read lock; fn must not keep h.
+func (x *Index) Each(fn func(h *events.Hazard) bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for _, h := range x.byRep {
+		if !fn(h) {
+			return
+		}
+	}
+}
+
+// Filter selects hazards for the list endpoint. Zero fields match everything.
+type Filter struct {
+	Sector, Region, Status, Grade, Source, Site  string
+	Overdue, Listed                              *bool
+	FoundFrom, FoundTo, RecordedFrom, RecordedTo time.Time // [from, to)
+	Readable                                     func(*events.Hazard) bool
+	At                                           time.Time // instant for overdue
+	Cursor                                       string
+	Limit                                        int
+}
+
+// Page of a list.
+type Page struct {
+	Items []events.Hazard
+	Next  string
+}
+
+// BadCursor is returned for a cursor the index did not issue.
+var errBadCursor = events.Errorf(events.KindInvalid, "invalid_cursor", "cursor", "cursor is not one this server issued")
+
+// List returns hazards matching f in report order, after f.Cursor.
+func (x *Index) List(f Filter) (Page, error) {
+	after := uint64(0)
+	if f.Cursor != "" {
+		b, err := base64.RawURLEncoding.DecodeString(f.Cursor)
+		if err != nil || len(b) != 8 {
+			return Page{}, errBadCursor
+		}
+		after = binary.BigEndian.Uint64(b)
+	}
+	if f.Limit <= 0 || f.Limit > 500 {
+		f.Limit = 50
+	}
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	i := sort.Search(len(x.byRep), func(i int) bool { return x.byRep[i].ReportSeq > after })
+	var p Page
+	for ; i < len(x.byRep); i++ {
+		h := x.byRep[i]
+		if !x.match(&f, h) {
+			continue
+		}
+		if len(p.Items) == f.Limit {
+			var b [8]byte
+			binary.BigEndian.PutUint64(b[:], p.Items[len(p.Items)-1].ReportSeq)
+			p.Next = base64.RawURLEncoding.EncodeToString(b[:])
+			break
+		}
+		c := *h
+		c.AmendSeqs = nil
+		p.Items = append(p.Items, c)
+	}
+	return p, nil
+}
+
+func (x *Index) match(f *Filter, h *events.Hazard) bool {
+	switch {
+	case f.Sector != "" && f.Sector != "all" && h.Sector != f.Sector,
+		f.Region != "" && f.Region != h.Region && f.Region != h.Prefecture && f.Region != h.Province,
+		f.Status != "" && string(h.Status) != f.Status && !(f.Status == "open" && h.Status.Open()),
+		f.Grade != "" && h.Grade != f.Grade,
+		f.Source != "" && h.Source != f.Source,
+		f.Site != "" && h.SiteKey != f.Site,
+		f.Listed != nil && (h.Listed && h.Status.Open()) != *f.Listed,
+		f.Overdue != nil && h.Overdue(f.At) != *f.Overdue,
+		!f.FoundFrom.IsZero() && h.FoundAt.Before(f.FoundFrom),
+		!f.FoundTo.IsZero() && !h.FoundAt.Before(f.FoundTo),
+		!f.RecordedFrom.IsZero() && h.RecordedAt.Before(f.RecordedFrom),
+		!f.RecordedTo.IsZero() && !h.RecordedAt.Before(f.RecordedTo),
+		f.Readable != nil && !f.Readable(h):
+		return false
+	}
+	return true
+}

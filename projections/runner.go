@@ -1,0 +1,100 @@
+package projections
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"qingling/events"
+	"qingling/events/jsstore"
+)
+
+// Source is the event log as the runner reads it.
+type Source interface {
+	Follow(ctx context.Context, from uint64, fn func(m jsstore.Msg, pending uint64) error) error
+	LastSeq(ctx context.Context) (uint64, error)
+}
+
+// Projection is a read model fed by the runner, after the index, in stream order.
+type Projection interface {
+	ApplyEvent(seq uint64, e *events.Event, p any)
+}
+
+// Runner feeds the index and the projections from one ordered consumer.
+type Runner struct {
+	Source      Source
+	Index       *Index
+	Projections []Projection
+	Log         *slog.Logger
+	// OnCaughtUp is called (from the runner's goroutine) each time the feed reaches the end.
+	OnCaughtUp func(seq uint64)
+
+	ready atomic.Bool
+}
+
+// Ready reports whether the runner has caught up with the log since it started.
+func (r *Runner) Ready() bool { return r.ready.Load() }
+
+// Run feeds until ctx ends, reconnecting after failures.
+func (r *Runner) Run(ctx context.Context) error {
+	log := r.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	wait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		target, err := r.Source.LastSeq(ctx)
+		if err == nil {
+			if r.Index.Applied() >= target {
+				r.caughtUp(r.Index.Applied())
+			}
+			err = r.Source.Follow(ctx, r.Index.Applied()+1, func(m jsstore.Msg, pending uint64) error {
+				if err := r.apply(m); err != nil {
+					log.Error("projection: event skipped", "seq", m.Seq, "subject", m.Subject, "err", err)
+				}
+				r.Index.MarkApplied(m.Seq)
+				wait = 100 * time.Millisecond
+				if pending == 0 && m.Seq >= target {
+					r.caughtUp(m.Seq)
+				}
+				return nil
+			})
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		log.Warn("projection feed interrupted; retrying", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+	return ctx.Err()
+}
+
+func (r *Runner) caughtUp(seq uint64) {
+	r.ready.Store(true)
+	if r.OnCaughtUp != nil {
+		r.OnCaughtUp(seq)
+	}
+}
+
+func (r *Runner) apply(m jsstore.Msg) error {
+	e, err := events.ParseEvent(m.Data)
+	if err != nil {
+		return err
+	}
+	p, err := e.Payload()
+	if err != nil {
+		return err
+	}
+	if err := r.Index.ApplyParsed(m.Seq, m.Data, e, p); err != nil {
+		return err
+	}
+	for _, pr := range r.Projections {
+		pr.ApplyEvent(m.Seq, e, p)
+	}
+	return nil
+}

@@ -122,6 +122,17 @@ func (s *Server) instrument(route string, h http.HandlerFunc) http.Handler {
 	})
 }
 
+// Route wraps a handler mounted through Extra with the API's request id, logging and metrics.
+func (s *Server) Route(pattern string, h http.HandlerFunc) http.Handler {
+	return s.instrument(pattern, h)
+}
+
+// WriteError answers err as the API's JSON error, its status from its kind (errors.go).
+func WriteError(w http.ResponseWriter, r *http.Request, err error) { writeError(w, r, err) }
+
+// WriteJSON answers v as JSON with status code.
+func WriteJSON(w http.ResponseWriter, code int, v any) { writeJSON(w, code, v) }
+
 func requestID(r *http.Request) string { id, _ := r.Context().Value(keyRequestID).(string); return id }
 
 func logger(r *http.Request) *slog.Logger {
@@ -135,14 +146,19 @@ var actorRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`) // compil
 
 // actor names the caller. Until identities exist it is the X-Qingling-Actor header.
 func actor(r *http.Request) (events.Actor, error) {
-	a := r.Header.Get("X-Qingling-Actor")
-	if a == "" {
-		return events.Actor{}, events.Errorf(events.KindUnauthenticated, "actor_required", "X-Qingling-Actor", "name the acting user in the X-Qingling-Actor header")
+	return ParseActor("X-Qingling-Actor", r.Header.Get("X-Qingling-Actor"), r.Header.Get("X-Qingling-Role"))
+}
+
+// ParseActor checks a user name given in field (a header, a subject token) the same way for
+// every way in.
+func ParseActor(field, name, role string) (events.Actor, error) {
+	if name == "" {
+		return events.Actor{}, events.Errorf(events.KindUnauthenticated, "actor_required", field, "name the acting user in %s", field)
 	}
-	if !actorRe.MatchString(a) {
-		return events.Actor{}, events.Errorf(events.KindInvalid, "invalid_actor", "X-Qingling-Actor", "X-Qingling-Actor must be 1–64 letters, digits and . _ @ -")
+	if !actorRe.MatchString(name) {
+		return events.Actor{}, events.Errorf(events.KindInvalid, "invalid_actor", field, "%s must be 1–64 letters, digits and . _ @ -", field)
 	}
-	return events.Actor{ID: a, Role: r.Header.Get("X-Qingling-Role")}, nil
+	return events.Actor{ID: name, Role: role}, nil
 }
 
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
@@ -231,6 +247,9 @@ type HazardView struct {
 	Details             *app.Details `json:"details,omitempty"`
 }
 
+// View is a hazard's state as every way in shows it at instant now.
+func View(h *events.Hazard, now time.Time, replayed bool) HazardView { return view(h, now, replayed) }
+
 func view(h *events.Hazard, now time.Time, replayed bool) HazardView {
 	v := HazardView{Hazard: *h, Overdue: h.Overdue(now), VerificationOverdue: h.VerificationOverdue(now), ListedOverdue: h.ListedOverdue(now), Replayed: replayed}
 	if d := h.Deadline(); !d.IsZero() {
@@ -296,6 +315,11 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
+	writeJSON(w, 200, map[string]any{"id": r.PathValue("id"), "events": HistoryItems(hist)})
+}
+
+// HistoryItems shows a history as the API does.
+func HistoryItems(hist []app.Stored) []HistoryItem {
 	items := make([]HistoryItem, 0, len(hist))
 	for _, st := range hist {
 		e := st.Event
@@ -303,7 +327,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 			OccurredAt: events.FormatInstant(e.OccurredAt), RecordedAt: events.FormatInstant(e.Time),
 			PrevHash: e.PrevHash, Hash: st.Hash, Event: e})
 	}
-	writeJSON(w, 200, map[string]any{"id": r.PathValue("id"), "events": items})
+	return items
 }
 
 var listParams = map[string]bool{"sector": true, "region": true, "status": true, "grade": true, "overdue": true, "listed": true, "source": true, "site": true, // read-only

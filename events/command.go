@@ -27,6 +27,7 @@ const (
 type Actor struct {
 	ID   string
 	Role string
+	User *User // the authenticated identity; nil on trusted internal paths (demo, tests without identities)
 }
 
 // Command is a decoded request to change one hazard.
@@ -151,7 +152,13 @@ func jsonError(err error) *Error {
 	case errors.As(err, &syn):
 		return Errorf(KindInvalid, "malformed_json", "", "malformed JSON at byte %d: %v", syn.Offset, syn)
 	case errors.As(err, &typ):
-		return Errorf(KindInvalid, "wrong_type", typ.Field, "field %q must be %s, not %s", typ.Field, typ.Type, typ.Value)
+		// encoding/json names embedded structs in the path (Reported.site.name); the client
+		// knows only its own field names.
+		f := strings.TrimPrefix(strings.TrimPrefix(typ.Field, "Meta."), "Reported.")
+		if f == "" {
+			return Errorf(KindInvalid, "wrong_type", "", "the body must be a JSON object, not %s", typ.Value)
+		}
+		return Errorf(KindInvalid, "wrong_type", f, "field %q must be %s, not %s", f, typ.Type, typ.Value)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return Errorf(KindInvalid, "malformed_json", "", "truncated or empty JSON body")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -244,7 +251,8 @@ func ParseDeadline(field, s string) (time.Time, *Error) {
 	if t, err := time.ParseInLocation("2006-01-02", s, Shanghai); err == nil {
 		return t.AddDate(0, 0, 1).Add(-time.Nanosecond), nil
 	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+	// The instant must stay writable by FormatInstant as RFC 3339 (a four-digit year in Shanghai).
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil && t.In(Shanghai).Year() >= 1 && t.In(Shanghai).Year() <= 9999 {
 		return t, nil
 	}
 	return time.Time{}, invalid(field, "%s must be a date (2025-04-30) or an RFC 3339 time", field)

@@ -56,13 +56,18 @@ func (s *Service) Execute(ctx context.Context, cmd *events.Command) (Result, err
 	mu.Lock()
 	defer mu.Unlock()
 	for attempt := 0; ; attempt++ {
-		if res, done, err := s.recorded(ctx, cmd); done {
-			return res, err
-		}
 		cur, exists := s.Index.Get(cmd.HazardID)
 		var h *events.Hazard
 		if exists {
 			h = &cur
+		}
+		if u := cmd.Actor.User; u != nil {
+			if err := events.Authorize(s.Catalog, u, cmd, h, s.Now()); err != nil {
+				return Result{}, err
+			}
+		}
+		if res, done, err := s.recorded(ctx, cmd); done {
+			return res, err
 		}
 		if h != nil && cmd.Action == events.ActReport {
 			return s.knownReport(ctx, cmd, h)
@@ -210,6 +215,39 @@ func (s *Service) Hazard(id string) (events.Hazard, error) {
 		return events.Hazard{}, events.Errorf(events.KindNotFound, "hazard_not_found", "id", "no hazard %s", id)
 	}
 	return h, nil
+}
+
+// CheckRead refuses a read of h by u (nil u: a trusted internal caller, or no identities).
+func (s *Service) CheckRead(u *events.User, h *events.Hazard) error {
+	if u == nil || events.CanRead(s.Catalog, u, h) {
+		return nil
+	}
+	return events.Errorf(events.KindForbidden, "not_readable", "id", "%s may not read hazard %s", u.ID, h.ID)
+}
+
+// ReadHazard is Hazard for a reader u (nil: unrestricted).
+func (s *Service) ReadHazard(u *events.User, id string) (events.Hazard, error) {
+	h, err := s.Hazard(id)
+	if err == nil {
+		err = s.CheckRead(u, &h)
+	}
+	return h, err
+}
+
+// ReadHistory is History for a reader u (nil: unrestricted).
+func (s *Service) ReadHistory(ctx context.Context, u *events.User, id string) ([]Stored, error) {
+	if _, err := s.ReadHazard(u, id); err != nil {
+		return nil, err
+	}
+	return s.History(ctx, id)
+}
+
+// Readable is the list filter for reader u (nil: everything).
+func (s *Service) Readable(u *events.User) func(*events.Hazard) bool {
+	if u == nil {
+		return nil
+	}
+	return func(h *events.Hazard) bool { return events.CanRead(s.Catalog, u, h) }
 }
 
 // Stored is one event of a history with its place in the log.

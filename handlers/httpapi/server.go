@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 
 	"qingling/events"
 	"qingling/handlers/app"
@@ -30,6 +31,15 @@ type Server struct {
 	MaxBody int64 // default events.MaxCommandBody
 	// Registry receives the API's metrics and is served at /metrics.
 	Registry *prometheus.Registry
+	// Auth, when set, turns identities on: bearer tokens or session cookies on every route but
+	// the public ones, and X-Qingling-Actor is refused. Without it the actor is that header.
+	Auth     Authenticator
+	Sessions *Sessions
+	// RateLimit is each identity's sustained requests per second (burst 4×); 0 = unlimited.
+	RateLimit float64
+	// MetricsPublic serves /metrics without an admin token (when it has its own listen address).
+	MetricsPublic bool
+	limit         *limiter
 	// Extra lets later parts mount more routes on the same mux.
 	Extra func(mux *http.ServeMux)
 
@@ -49,6 +59,7 @@ func (s *Server) Handler() http.Handler {
 	if s.Registry == nil {
 		s.Registry = prometheus.NewRegistry()
 	}
+	s.limit = &limiter{rate: rate.Limit(s.RateLimit), burst: int(4*s.RateLimit) + 1, m: map[string]*rate.Limiter{}}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qingling_http_requests_total", Help: "HTTP requests by route and status."}, []string{"route", "code"})
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "qingling_http_request_seconds", Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"route"})
 	s.commands = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qingling_commands_total", Help: "Commands by action and outcome code."}, []string{"action", "outcome"})
@@ -69,7 +80,17 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeJSON(w, 200, map[string]any{"ready": true, "applied": s.App.Index.Applied()})
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	route("POST /v1/session", s.session)
+	route("DELETE /v1/session", s.endSession)
+	route("GET /v1/me", s.me)
+	metrics := promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{})
+	route("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if u := UserFrom(r.Context()); s.Auth != nil && !s.MetricsPublic && (u == nil || u.Role != events.RoleAdmin) {
+			writeError(w, r, events.Errorf(events.KindForbidden, "admin_only", "", "/metrics needs an admin token"))
+			return
+		}
+		metrics.ServeHTTP(w, r)
+	})
 	if s.Extra != nil {
 		s.Extra(mux)
 	}
@@ -114,7 +135,23 @@ func (s *Server) instrument(route string, h http.HandlerFunc) http.Handler {
 		log := s.Log.With("request_id", id, "method", r.Method, "path", r.URL.Path)
 		ctx := context.WithValue(context.WithValue(r.Context(), keyRequestID, id), keyLogger, log)
 		rec := &recorder{ResponseWriter: w, code: 200}
-		h(rec, r.WithContext(ctx))
+		r = r.WithContext(ctx)
+		if s.Auth != nil && !public[route] && !(route == "GET /metrics" && s.MetricsPublic) {
+			u, err := s.authenticate(r)
+			if err != nil {
+				writeError(rec, r, err)
+				s.requests.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
+				return
+			}
+			if !s.limit.allow(u.ID) {
+				rec.Header().Set("Retry-After", "1")
+				writeError(rec, r, events.Errorf(events.KindRateLimited, "rate_limited", "", "too many requests from %s; slow down", u.ID))
+				s.requests.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), keyUser, u))
+		}
+		h(rec, r)
 		d := time.Since(start)
 		s.requests.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
 		s.latency.WithLabelValues(route).Observe(d.Seconds())
@@ -144,8 +181,18 @@ func logger(r *http.Request) *slog.Logger {
 
 var actorRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`) // compiled once; read-only
 
-// actor names the caller. Until identities exist it is the X-Qingling-Actor header.
-func actor(r *http.Request) (events.Actor, error) {
+// actor names the caller: the authenticated user, or without identities the X-Qingling-Actor header.
+func (s *Server) actor(r *http.Request) (events.Actor, error) {
+	if s.Auth != nil {
+		if r.Header.Get("X-Qingling-Actor") != "" {
+			return events.Actor{}, events.Errorf(events.KindInvalid, "actor_header_refused", "X-Qingling-Actor", "X-Qingling-Actor is refused: the actor comes from the credential")
+		}
+		u := UserFrom(r.Context())
+		if u == nil {
+			return events.Actor{}, events.Errorf(events.KindUnauthenticated, "unauthenticated", "", "sign in first")
+		}
+		return events.Actor{ID: u.ID, Role: u.Role, User: u}, nil
+	}
 	return ParseActor("X-Qingling-Actor", r.Header.Get("X-Qingling-Actor"), r.Header.Get("X-Qingling-Role"))
 }
 
@@ -211,7 +258,7 @@ func (s *Server) command(w http.ResponseWriter, r *http.Request, act, id string)
 }
 
 func (s *Server) run(w http.ResponseWriter, r *http.Request, act, id string) (app.Result, error) {
-	who, err := actor(r)
+	who, err := s.actor(r)
 	if err != nil {
 		return app.Result{}, err
 	}
@@ -281,7 +328,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	h, err := s.App.Hazard(r.PathValue("id"))
+	h, err := s.App.ReadHazard(UserFrom(r.Context()), r.PathValue("id"))
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -310,7 +357,7 @@ type HistoryItem struct {
 }
 
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {
-	hist, err := s.App.History(r.Context(), r.PathValue("id"))
+	hist, err := s.App.ReadHistory(r.Context(), UserFrom(r.Context()), r.PathValue("id"))
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -413,6 +460,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.App.Now()
 	f.At = now
+	f.Readable = s.App.Readable(UserFrom(r.Context()))
 	page, err := s.App.Index.List(f)
 	if err != nil {
 		writeError(w, r, err)

@@ -22,6 +22,7 @@ const usage = `qingling — hidden-hazard tracker, cleared to zero (清零)
 usage: qingling <command> [flags]
 
   serve       run the server (embedded NATS by default)
+  user        add, list, disable, enable, rotate users (the users file)
   version     print the version
 
 Run "qingling <command> -h" for a command's flags.
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serveCmd(ctx, args[1:], stdout, stderr)
+	case "user":
+		return userCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "qingling 0.1")
 		return exitOK

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -24,6 +26,7 @@ import (
 	"qingling/handlers/app"
 	"qingling/handlers/demo"
 	"qingling/handlers/httpapi"
+	"qingling/handlers/identity"
 	"qingling/projections"
 )
 
@@ -40,6 +43,14 @@ type Config struct {
 	Duplicates time.Duration
 	Clock      func() time.Time
 	Log        *slog.Logger
+	// Users is the users file; "" runs without identities (the actor is X-Qingling-Actor),
+	// which only tests do: serve always sets it.
+	Users      string
+	RateLimit  float64 // per identity, requests/s
+	TLSCert    string  // HTTPS and NATS TLS
+	TLSKey     string
+	DemoTokens map[string]string // filled with the demo users' tokens when not nil
+	Out        io.Writer         // where first-start notices go (default stderr)
 }
 
 // Main is one running Qingling: NATS (embedded or not), the store, the projections, HTTP.
@@ -54,6 +65,8 @@ type Main struct {
 	App      *app.Service
 	HTTP     *http.Server
 	Listener net.Listener
+	Users    *identity.Store
+	natsOpts *server.Options
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -79,26 +92,57 @@ func (m *Main) open(ctx context.Context) error {
 	if m.Catalog, err = events.LoadCatalog(); err != nil {
 		return err
 	}
+	if cfg.Out == nil {
+		cfg.Out = os.Stderr
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "data"
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return err
+	}
+	var tlsConf *tls.Config
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	var service nkeys.KeyPair // the service's own NATS identity when clients are let in
+	if cfg.Users != "" {
+		if m.Users, err = bootstrapUsers(cfg, m.Catalog, cfg.Out); err != nil {
+			return err
+		}
+		if service, err = nkeys.CreateUser(); err != nil {
+			return err
+		}
+	}
 	if cfg.NATSURL != "" {
 		m.Conn, err = nats.Connect(cfg.NATSURL, nats.Name("qingling"), nats.MaxReconnects(-1))
 		if err != nil {
 			return fmt.Errorf("connect %s: %w", cfg.NATSURL, err)
 		}
 	} else {
-		if cfg.DataDir == "" {
-			cfg.DataDir = "data"
+		scfg := jsstore.ServerConfig{Dir: filepath.Join(cfg.DataDir, "jetstream"), Listen: cfg.NATSListen, NoSync: cfg.NoSync, ServerName: "qingling"}
+		var connOpts []nats.Option
+		if m.Users != nil {
+			pub, _ := service.PublicKey()
+			scfg.Options = func(o *server.Options) {
+				m.natsOpts = o
+				o.Nkeys = m.Users.NATSUsers(pub)
+				o.TLSConfig = tlsConf
+			}
+			connOpts = append(connOpts, nats.Nkey(pub, service.Sign))
 		}
-		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-			return err
-		}
-		m.NATS, err = jsstore.RunServer(jsstore.ServerConfig{Dir: filepath.Join(cfg.DataDir, "jetstream"), Listen: cfg.NATSListen, NoSync: cfg.NoSync, ServerName: "qingling"})
+		m.NATS, err = jsstore.RunServer(scfg)
 		if err != nil {
 			return err
 		}
 		if cfg.NATSListen != "" {
 			log.Info("NATS clients may connect", "url", m.NATS.ClientURL())
 		}
-		if m.Conn, err = jsstore.ConnectInProcess(m.NATS, nats.Name("qingling")); err != nil {
+		if m.Conn, err = jsstore.ConnectInProcess(m.NATS, append(connOpts, nats.Name("qingling"))...); err != nil {
 			return err
 		}
 	}
@@ -115,7 +159,18 @@ func (m *Main) open(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	api := &httpapi.Server{App: m.App, Log: log, Ready: m.Runner.Ready, Registry: reg}
+	api := &httpapi.Server{App: m.App, Log: log, Ready: m.Runner.Ready, Registry: reg, RateLimit: cfg.RateLimit}
+	if m.Users != nil {
+		key, err := sessionKey(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		api.Auth, api.Sessions = m.Users, &httpapi.Sessions{Key: key, Secure: tlsConf != nil}
+		if m.NATS != nil && cfg.NATSListen != "" {
+			m.wg.Add(1)
+			go func() { defer m.wg.Done(); m.reloadNATSUsers(runCtx, service) }()
+		}
+	}
 	m.HTTP = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 0 /* SSE */, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	addr := cfg.HTTPAddr
@@ -124,6 +179,9 @@ func (m *Main) open(ctx context.Context) error {
 	}
 	if m.Listener, err = net.Listen("tcp", addr); err != nil {
 		return err
+	}
+	if tlsConf != nil {
+		m.Listener = tls.NewListener(m.Listener, tlsConf)
 	}
 	m.wg.Add(1)
 	go func() {
@@ -166,7 +224,43 @@ func (m *Main) loadDemo(ctx context.Context) error {
 }
 
 // URL is the HTTP base URL.
-func (m *Main) URL() string { return "http://" + m.Listener.Addr().String() }
+func (m *Main) URL() string {
+	if m.Config.TLSCert != "" {
+		return "https://" + m.Listener.Addr().String()
+	}
+	return "http://" + m.Listener.Addr().String()
+}
+
+// reloadNATSUsers regenerates the embedded server's users and permissions when the users
+// file changes (qingling user add/disable/rotate while serving).
+func (m *Main) reloadNATSUsers(ctx context.Context, service nkeys.KeyPair) {
+	pub, _ := service.PublicKey()
+	last := ""
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		users := m.Users.NATSUsers(pub)
+		sig := fmt.Sprint(len(users))
+		for _, u := range users {
+			sig += u.Nkey + fmt.Sprint(u.Permissions)
+		}
+		if last != "" && sig != last {
+			opts := m.natsOpts.Clone()
+			opts.Nkeys = users
+			if err := m.NATS.ReloadOptions(opts); err != nil {
+				m.Config.Log.Error("reload NATS users", "err", err)
+			} else {
+				m.Config.Log.Info("NATS users reloaded", "users", len(users)-1)
+			}
+		}
+		last = sig
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
 
 // Close stops HTTP (letting requests finish), the projections, the connection and NATS.
 func (m *Main) Close() error {
@@ -205,9 +299,17 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas to create (3 on a cluster)")
 	fs.BoolVar(&cfg.Demo, "demo", false, "load a deterministic sample of about 2,000 hazards into an empty log")
 	fs.IntVar(&cfg.DemoSize, "demo-hazards", 2000, "number of sample hazards with --demo")
+	fs.StringVar(&cfg.Users, "users", envOr("QINGLING_USERS", ""), "users file (default <data>/users.json)")
+	fs.Float64Var(&cfg.RateLimit, "rate-limit", 50, "requests per second per identity (burst 4×); 0 = unlimited")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", envOr("QINGLING_TLS_CERT", ""), "TLS certificate (PEM) for HTTPS and the NATS listener")
+	fs.StringVar(&cfg.TLSKey, "tls-key", envOr("QINGLING_TLS_KEY", ""), "TLS private key (PEM)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
+	if cfg.Users == "" {
+		cfg.Users = filepath.Join(cfg.DataDir, "users.json")
+	}
+	cfg.Out = stdout
 	m, err := Open(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "qingling serve:", err)

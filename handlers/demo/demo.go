@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,9 +96,14 @@ func planOne(cat *events.Catalog, rng *rand.Rand, i int, sector, county string, 
 	}
 	deadline := found.AddDate(0, 0, days)
 	source := []string{"inspection", "inspection", "self-check", "third-party", "tip-off"}[rng.IntN(5)]
-	site := events.Site{Name: fmt.Sprintf("%s%s第%d号%s", g.NameZh, siteWord(sector), 1+rng.IntN(40), siteKind(sector))}
+	n := 1 + rng.IntN(40)
+	site := events.Site{Name: fmt.Sprintf("%s%s第%d号%s", g.NameZh, siteWord(sector), n, siteKind(sector))}
 	inspector := "inspector-" + county
-	rectifier := fmt.Sprintf("rectifier-%s-%02d", county, rng.IntN(40))
+	rectifier := fmt.Sprintf("rectifier-%s-%02d", county, n)
+	if sector != "forest" { // enterprises have a unified social credit code; forest places get a site id
+		site.CreditCode = CreditCode(county, sector, n)
+		rectifier = "rectifier-" + site.CreditCode
+	}
 	verifier := "verifier-" + pref
 	if source == "self-check" {
 		inspector = rectifier
@@ -258,4 +264,21 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// CreditCode is the demo's unified social credit code of site n of a sector in a county
+// (checksum valid, GB 32100-2015).
+func CreditCode(county, sector string, n int) string {
+	const chars = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+	h := uuid.NewSHA1(ns, fmt.Appendf(nil, "site/%s/%s/%d", county, sector, n))
+	code := []byte("91" + county)
+	for i := 0; i < 9; i++ {
+		code = append(code, chars[int(h[i])%31])
+	}
+	weights := [17]int{1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28}
+	sum := 0
+	for i, c := range code {
+		sum += strings.IndexByte(chars, c) * weights[i]
+	}
+	return string(append(code, chars[(31-sum%31)%31]))
 }

@@ -153,7 +153,10 @@ func (s *Store) Append(ctx context.Context, a Append) (Ack, error) {
 		ack, err := s.js.PublishMsg(pctx, msg, opts...)
 		cancel()
 		if err == nil {
-			return Ack{Seq: ack.Sequence, Duplicate: ack.Duplicate, Data: a.Data}, nil
+			if ack.Duplicate {
+				return s.duplicate(ctx, a, ack.Sequence)
+			}
+			return Ack{Seq: ack.Sequence, Data: a.Data}, nil
 		}
 		if IsConflict(err) {
 			return s.resolveConflict(ctx, a, err)
@@ -177,16 +180,45 @@ func (s *Store) resolveConflict(ctx context.Context, a Append, cause error) (Ack
 		subj = events.AnySubject(a.HazardID)
 	}
 	last, err := s.str.GetLastMsgForSubject(ctx, subj)
-	if err == nil && last.Header.Get(jetstream.MsgIDHeader) == a.MsgID {
+	// The same event id under another subject (a report retried with another sector or
+	// region) is not the same event: it is a conflict.
+	if err == nil && last.Header.Get(jetstream.MsgIDHeader) == a.MsgID && last.Subject == a.Subject {
 		return Ack{Seq: last.Sequence, Duplicate: true, Data: last.Data}, nil
 	}
 	cur := uint64(0)
 	if err == nil {
 		cur = last.Sequence
 	}
+	return Ack{}, stale(subj, cur, cause)
+}
+
+// duplicate answers a publish the server deduplicated by Msg-Id: the ack carries the stored
+// bytes (an earlier attempt's, which differ from this one's in at least their record time),
+// so that the caller's state chains to what the log holds.
+func (s *Store) duplicate(ctx context.Context, a Append, seq uint64) (Ack, error) {
+	m, err := s.Get(ctx, seq)
+	// A direct get may be answered by a replica that has not applied seq yet.
+	for deadline := time.Now().Add(s.cfg.RetryFor); events.KindOf(err) == events.KindNotFound && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return Ack{}, Unavailable(ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+		m, err = s.Get(ctx, seq)
+	}
+	if err != nil {
+		return Ack{}, err
+	}
+	if m.Subject != a.Subject || m.MsgID != a.MsgID {
+		return Ack{}, stale(m.Subject, seq, fmt.Errorf("event %s is stored under %s", a.MsgID, m.Subject))
+	}
+	return Ack{Seq: seq, Duplicate: true, Data: m.Data}, nil
+}
+
+func stale(subj string, cur uint64, cause error) error {
 	e := events.Errorf(events.KindConflict, "stale_state", "", "hazard changed concurrently (last sequence %d)", cur)
 	e.Err = &StaleError{Current: cur, Subject: subj, cause: cause}
-	return Ack{}, e
+	return e
 }
 
 // StaleError carries the subject's current last sequence after a failed expectation.

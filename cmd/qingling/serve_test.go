@@ -228,3 +228,15 @@ func TestServeDemoLoadsSample(t *testing.T) {
 		t.Errorf("demo: listed %d, overdue %d", listed, overdue)
 	}
 }
+
+func callRaw(t *testing.T, method, url, body string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, bytes.NewBufferString(body))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res
+}

@@ -145,6 +145,13 @@ func Authorize(cat *Catalog, u *User, cmd *Command, h *Hazard, now time.Time) er
 		if r == nil {
 			return Errorf(KindInternal, "bad_payload", "", "report without payload")
 		}
+		// unknown codes are input errors whoever asks
+		if _, ok := cat.Sector(r.Sector); !ok {
+			return Errorf(KindInvalid, "unknown_sector", "sector", "unknown sector %q", clip(r.Sector, 40))
+		}
+		if _, ok := cat.Region(r.Region); !ok {
+			return Errorf(KindInvalid, "unknown_region", "region", "unknown region code %q", clip(r.Region, 40))
+		}
 		switch u.Role {
 		case RoleInspector:
 			if r.Source == "self-check" {

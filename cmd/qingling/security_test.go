@@ -324,3 +324,55 @@ func mustCookie(t *testing.T, base, token string) string {
 	t.Fatal("no session cookie")
 	return ""
 }
+
+// TestHostileInputs: each hostile body gets its precise status and code, and writes nothing.
+func TestHostileInputs(t *testing.T) {
+	e := newSecEnv(t)
+	id := e.hazardIn(t, "general", events.StatusReported, false)
+	tok := e.tokens["insp-in"]
+	good := `{"sector":"chem","region":"530181","site":{"name":"某厂"},"grade":"general","description":"d","source":"inspection","deadline":"2099-01-01"}`
+	cases := []struct {
+		name, path, body string
+		status           int
+		code             string
+	}{
+		{"truncated JSON", "/v1/hazards", good[:40], 400, "malformed_json"},
+		{"empty body", "/v1/hazards", "", 400, "malformed_json"},
+		{"wrong type", "/v1/hazards", strings.Replace(good, `"grade":"general"`, `"grade":7`, 1), 400, "wrong_type"},
+		{"array body", "/v1/hazards", `[1,2]`, 400, "wrong_type"},
+		{"10 MB body", "/v1/hazards", `{"description":"` + strings.Repeat("x", 10<<20) + `"}`, 413, "body_too_large"},
+		{"10,000-deep nesting", "/v1/hazards", strings.Repeat("[", 10000) + strings.Repeat("]", 10000), 400, "too_deep"},
+		{"invalid UTF-8", "/v1/hazards", strings.Replace(good, "某厂", "\xff\xfe", 1), 400, "invalid_utf8"},
+		{"unknown field", "/v1/hazards", strings.Replace(good, `"grade"`, `"admin":true,"grade"`, 1), 400, "unknown_field"},
+		{"unknown sector", "/v1/hazards", strings.Replace(good, `"chem"`, `"coal"`, 1), 400, "unknown_sector"},
+		{"unknown region", "/v1/hazards", strings.Replace(good, `"530181"`, `"999999"`, 1), 400, "unknown_region"},
+		{"prefecture as region", "/v1/hazards", strings.Replace(good, `"530181"`, `"530100"`, 1), 400, "region_not_county"},
+		{"control character in name", "/v1/hazards", strings.Replace(good, "某厂", `某\u0007厂`, 1), 400, "control_character"},
+		{"non-canonical id", "/v1/hazards", strings.Replace(good, `{`, `{"id":"0193F2C4-0000-7000-8000-000000000001",`, 1), 400, "invalid_uuid"},
+		{"trailing garbage", "/v1/hazards", good + `{}`, 400, "malformed_json"},
+		{"criterion of another sector", "/v1/hazards", strings.Replace(good, `"grade":"general"`, `"grade":"major","criterion":"mine-tp-02"`, 1), 400, "criterion_sector"},
+		{"future occurred_at", "/v1/hazards", strings.Replace(good, `{`, `{"occurred_at":"2099-01-01T00:00:00+08:00",`, 1), 400, "occurred_in_future"},
+		{"bad action", "/v1/hazards/" + id + "/destroy", `{}`, 404, "unknown_action"},
+		{"percent out of range", "/v1/hazards/" + id + "/progress", `{"percent":101}`, 400, "invalid_percent"},
+		{"stale version", "/v1/hazards/" + id + "/plan", `{"measures":"m","expected_version":9}`, 409, "version_conflict"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := lastSeq(t, e.m)
+			r := call(t, "POST", e.m.URL()+c.path, "", c.body, "Authorization", "Bearer "+tok)
+			if r.Code != c.status || errCode(r) != c.code {
+				t.Fatalf("got %d %s, want %d %s", r.Code, clipBytes(r.Raw), c.status, c.code)
+			}
+			if lastSeq(t, e.m) != before {
+				t.Fatal("wrote to the log")
+			}
+		})
+	}
+}
+
+func clipBytes(b []byte) string {
+	if len(b) > 300 {
+		return string(b[:300]) + "…"
+	}
+	return string(b)
+}

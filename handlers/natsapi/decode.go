@@ -19,9 +19,9 @@ import (
 type request struct {
 	verb   string
 	actor  events.Actor
-	cmd    *events.Command // a command; nil for a query
-	id     string          // show, history
-	minSeq uint64          // show, list: wait until the read model has applied this seq
+	cmd    *events.Command    // a command; nil for a query
+	id     string             // show, history
+	minSeq uint64             // show, list: wait until the read model has applied this seq
 	filter projections.Filter // list (the query)
 }
 

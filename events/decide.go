@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
 	"regexp"
 	"slices"
@@ -60,10 +61,13 @@ func Decide(cat *Catalog, h *Hazard, cmd *Command, now time.Time, source string)
 	if err := decide(cat, h, cmd, occurred); err != nil {
 		return nil, err
 	}
-	data, err := json.Marshal(cmd.Payload)
-	if err != nil {
+	var buf bytes.Buffer // data is stored without HTML escaping, like the envelope (Event.Marshal)
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(cmd.Payload); err != nil {
 		return nil, err
 	}
+	data := bytes.TrimRight(buf.Bytes(), "\n")
 	e := &Event{SpecVersion: "1.0", ID: EventID(cmd.HazardID, cmd.CommandID), Source: source, Type: ActionType(cmd.Action),
 		Subject: cmd.HazardID, Time: now, DataContentType: "application/json", OccurredAt: occurred,
 		Actor: cmd.Actor.ID, ActorRole: cmd.Actor.Role, CommandID: cmd.CommandID, Sig: cmd.Sig, Data: data}

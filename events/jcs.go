@@ -30,6 +30,10 @@ func jcs(b *bytes.Buffer, v any) error {
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return fmt.Errorf("jcs: %v is not representable", x)
 		}
+		if x == 0 {
+			b.WriteByte('0') // RFC 8785 writes -0 as 0; encoding/json would write -0
+			break
+		}
 		// encoding/json formats float64 exactly as ECMAScript's Number.prototype.toString.
 		n, _ := json.Marshal(x)
 		b.Write(n)

@@ -18,9 +18,13 @@ const (
 	unchanged = "="     // accepted, status unchanged
 )
 
-// TestLifecycleTable checks every cell of design.md's lifecycle table: each action from each
-// status (none = not reported) for each grade, with the state built by real commands.
-func TestLifecycleTable(t *testing.T) {
+// lifecycle is design.md's lifecycle table, one cell per action × grade × status. Columns
+// follow allStatuses: none, reported, planned, rectifying, awaiting_verification, cleared,
+// withdrawn. A cell names the resulting status or one of the refusals above.
+var lifecycle = func() []struct {
+	action         string
+	general, major [7]string
+} {
 	const (
 		R = string(events.StatusReported)
 		P = string(events.StatusPlanned)
@@ -29,9 +33,7 @@ func TestLifecycleTable(t *testing.T) {
 		C = string(events.StatusCleared)
 		W = string(events.StatusWithdrawn)
 	)
-	// Columns follow allStatuses: none, reported, planned, rectifying, awaiting_verification,
-	// cleared, withdrawn.
-	rows := []struct {
+	return []struct {
 		action         string
 		general, major [7]string
 	}{
@@ -48,6 +50,34 @@ func TestLifecycleTable(t *testing.T) {
 		{events.ActReopen, [7]string{notFound, refused, refused, refused, refused, R, refused}, [7]string{notFound, refused, refused, refused, refused, R, refused}},
 		{events.ActWithdraw, [7]string{notFound, W, W, W, W, W, refused}, [7]string{notFound, W, W, W, W, W, refused}},
 	}
+}()
+
+// lifecycleCell looks up the table; for an accepted cell it gives the resulting status.
+func lifecycleCell(action, grade string, from events.Status) (cell string, to events.Status, accepted bool) {
+	i := slices.Index(allStatuses, from)
+	for _, row := range lifecycle {
+		if row.action != action || i < 0 {
+			continue
+		}
+		cell = row.general[i]
+		if grade == events.GradeMajor {
+			cell = row.major[i]
+		}
+		switch cell {
+		case notFound, exists, refused, majorOnly:
+			return cell, "", false
+		case unchanged:
+			return cell, from, true
+		}
+		return cell, events.Status(cell), true
+	}
+	return "", "", false
+}
+
+// TestLifecycleTable checks every cell of design.md's lifecycle table: each action from each
+// status (none = not reported) for each grade, with the state built by real commands.
+func TestLifecycleTable(t *testing.T) {
+	rows := lifecycle
 	var covered []string
 	cells := 0
 	for _, row := range rows {
@@ -340,9 +370,9 @@ func TestExpectedVersion(t *testing.T) {
 func TestGradeRules(t *testing.T) {
 	w := build(t, events.StatusReported, events.GradeGeneral)
 	cases := []struct {
-		body       string
-		kind       events.Kind
-		code, fld  string
+		body      string
+		kind      events.Kind
+		code, fld string
 	}{
 		{`{"grade":"major","reason":"r"}`, events.KindInvalid, "criterion_required", "criterion"},
 		{`{"grade":"major","criterion":"mine-tp-02","reason":"r"}`, events.KindInvalid, "criterion_sector", "criterion"},

@@ -18,7 +18,6 @@ type secEnv struct {
 	n      int
 }
 
-
 func validCode(prefix string) string {
 	const chars = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 	weights := [17]int{1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28}

@@ -160,6 +160,15 @@ func (m *Main) open(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	api := &httpapi.Server{App: m.App, Log: log, Ready: m.Runner.Ready, Registry: reg, RateLimit: cfg.RateLimit}
+	api.Health = func() map[string]any {
+		h := map[string]any{"embedded_nats": m.NATS != nil}
+		if m.NATS != nil {
+			if jc := m.NATS.JetStreamConfig(); jc != nil {
+				h["sync_always"] = jc.SyncAlways
+			}
+		}
+		return h
+	}
 	if m.Users != nil {
 		key, err := sessionKey(cfg.DataDir)
 		if err != nil {

@@ -25,9 +25,11 @@ import (
 
 // Server serves the API.
 type Server struct {
-	App     *app.Service
-	Log     *slog.Logger
-	Ready   func() bool
+	App   *app.Service
+	Log   *slog.Logger
+	Ready func() bool
+	// Health adds facts to /healthz (e.g. whether the store fsyncs before it acknowledges).
+	Health  func() map[string]any
 	MaxBody int64 // default events.MaxCommandBody
 	// Registry receives the API's metrics and is served at /metrics.
 	Registry *prometheus.Registry
@@ -72,7 +74,15 @@ func (s *Server) Handler() http.Handler {
 	route("GET /v1/hazards/{id}", s.get)
 	route("GET /v1/hazards/{id}/history", s.history)
 	route("GET /v1/hazards", s.list)
-	route("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	route("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		h := map[string]any{"status": "ok"}
+		if s.Health != nil {
+			for k, v := range s.Health() {
+				h[k] = v
+			}
+		}
+		writeJSON(w, 200, h)
+	})
 	route("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if s.Ready != nil && !s.Ready() {
 			writeJSON(w, 503, map[string]any{"ready": false, "applied": s.App.Index.Applied()})

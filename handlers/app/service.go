@@ -98,23 +98,57 @@ func (s *Service) Execute(ctx context.Context, cmd *events.Command) (Result, err
 			if attempt >= maxRedecide {
 				return Result{}, events.Errorf(events.KindConflict, "contention", "", "hazard %s changed %d times while deciding; retry", cmd.HazardID, attempt)
 			}
-			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			werr := s.Index.WaitHazard(wctx, cmd.HazardID, stale.Current)
-			cancel()
-			if werr != nil && ctx.Err() != nil {
-				return Result{}, jsstore.Unavailable(ctx.Err())
+			if err := s.waitFeed(ctx, stale.Current); err != nil {
+				return Result{}, err
 			}
 			continue
 		}
 		if err != nil {
 			return Result{}, err
 		}
+		if ack.Duplicate {
+			// An earlier attempt of this command landed (possibly through another server, with
+			// another body): fold it in, then answer it from the command map as a retry.
+			if attempt >= maxRedecide {
+				return Result{}, events.Errorf(events.KindConflict, "contention", "", "hazard %s changed %d times while deciding; retry", cmd.HazardID, attempt)
+			}
+			if err := s.foldDuplicate(ctx, h, ack); err != nil {
+				return Result{}, err
+			}
+			continue
+		}
 		if err := s.Index.Apply(ack.Seq, ack.Data); err != nil {
 			return Result{}, err
 		}
 		st, _ := s.Index.Get(cmd.HazardID)
-		return Result{Hazard: st, EventID: ev.ID, Replayed: ack.Duplicate}, nil
+		return Result{Hazard: st, EventID: ev.ID}, nil
 	}
+}
+
+// foldDuplicate brings the index up to an already stored event of the hazard. It applies the
+// event itself only when it directly follows h (the state decided on); otherwise events in
+// between are missing here, and the feed must bring them in order.
+func (s *Service) foldDuplicate(ctx context.Context, h *events.Hazard, ack jsstore.Ack) error {
+	e, err := events.ParseEvent(ack.Data)
+	if err != nil {
+		return err
+	}
+	if (h == nil && e.Type == events.TypeReported) || (h != nil && e.PrevHash == h.PrevHash()) {
+		return s.Index.Apply(ack.Seq, ack.Data)
+	}
+	return s.waitFeed(ctx, ack.Seq)
+}
+
+// waitFeed waits (a bounded time) until the feed has applied the log up to seq, which another
+// server wrote: the feed applies in order, so the hazard then holds it. (Index.WaitHazard is
+// not used: it reads the shared hazard's seq outside the index lock.)
+func (s *Service) waitFeed(ctx context.Context, seq uint64) error {
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := s.Index.WaitApplied(wctx, seq); err != nil && ctx.Err() != nil {
+		return jsstore.Unavailable(ctx.Err())
+	}
+	return nil
 }
 
 // recorded answers a command id the index already knows.

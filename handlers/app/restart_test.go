@@ -1,0 +1,128 @@
+package app_test
+
+import (
+	"bytes"
+	"testing"
+
+	"qingling/events"
+	"qingling/events/jsstore"
+)
+
+type step struct {
+	action string
+	actor  events.Actor
+	body   string
+}
+
+func TestRestartKeepsEveryHistory(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir, jsstore.Config{}, false)
+	a := newInstance(t, n, nil, false)
+	lives := [][]step{
+		{{events.ActReport, inspector, reportGeneral}, {events.ActProgress, rectifier, bodyProgress}, {events.ActComplete, rectifier, bodyComplete},
+			{events.ActClear, verifier, bodyClear}, {events.ActReopen, verifier, bodyReopen}},
+		{{events.ActReport, inspector, reportMajor}, {events.ActPlan, rectifier, planFull}, {events.ActProgress, rectifier, bodyProgress},
+			{events.ActExtend, verifier, bodyExtend}},
+		{{events.ActReport, inspector, reportGeneral}, {events.ActWithdraw, inspector, bodyWithdraw}},
+		{{events.ActReport, inspector, reportGeneral}, {events.ActAmend, inspector, bodyAmend}, {events.ActGrade, verifier, gradeToMajor},
+			{events.ActList, verifier, bodyList}},
+	}
+	ids := make([]string, len(lives))
+	var cmdIDs []string // one recorded command id per hazard, to retry after the restart
+	// Interleave the hazards, so that their events are scattered over the stream.
+	for i := 0; ; i++ {
+		more := false
+		for h, life := range lives {
+			if i >= len(life) {
+				continue
+			}
+			more = true
+			cid := events.NewID()
+			res := a.must(t, life[i].action, ids[h], life[i].actor, with(t, life[i].body, map[string]any{"command_id": cid}))
+			ids[h] = res.Hazard.ID
+			if i == 1 {
+				cmdIDs = append(cmdIDs, cid)
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	type record struct {
+		state events.Hazard
+		raws  [][]byte
+	}
+	before := map[string]record{}
+	for h, id := range ids {
+		state, _ := a.idx.Get(id)
+		msgs, _ := history(t, n, id)
+		if state.Version != len(lives[h]) || len(msgs) != state.Version || state.Seq != msgs[len(msgs)-1].Seq {
+			t.Fatalf("hazard %d: version %d seq %d, history of %d", h, state.Version, state.Seq, len(msgs))
+		}
+		r := record{state: state}
+		for _, m := range msgs {
+			r.raws = append(r.raws, m.Data)
+		}
+		before[id] = r
+	}
+	last := n.lastSeq(t)
+
+	a.stop()
+	n.stop()
+	n = startNode(t, dir, jsstore.Config{}, false)
+	if got := n.lastSeq(t); got != last {
+		t.Fatalf("after the restart the stream ends at %d, before at %d", got, last)
+	}
+	b := newInstance(t, n, nil, false)
+	b.caughtUp(t, n)
+	if b.idx.Len() != len(ids) {
+		t.Fatalf("rebuilt index holds %d hazards, want %d", b.idx.Len(), len(ids))
+	}
+	for h, id := range ids {
+		want := before[id]
+		got, ok := b.idx.Get(id)
+		if !ok {
+			t.Fatalf("hazard %d lost", h)
+		}
+		if got.Version != want.state.Version || got.Seq != want.state.Seq || got.Status != want.state.Status ||
+			got.Grade != want.state.Grade || got.Listed != want.state.Listed || got.LastHash != want.state.LastHash || got.ReportSeq != want.state.ReportSeq {
+			t.Fatalf("hazard %d rebuilt as %+v, was %+v", h, got, want.state)
+		}
+		msgs, _ := history(t, n, id) // checks the chain
+		if len(msgs) != len(want.raws) {
+			t.Fatalf("hazard %d: %d events after the restart, %d before", h, len(msgs), len(want.raws))
+		}
+		for i, m := range msgs {
+			if !bytes.Equal(m.Data, want.raws[i]) {
+				t.Fatalf("hazard %d event %d changed across the restart", h, i)
+			}
+		}
+		// A command recorded before the restart is still answered as recorded.
+		cmd := lives[h][1]
+		res, err := b.exec(t, cmd.action, id, cmd.actor, with(t, cmd.body, map[string]any{"command_id": cmdIDs[h]}))
+		if err != nil || !res.Replayed || res.Hazard.Version != want.state.Version {
+			t.Fatalf("hazard %d: retry after the restart: %+v, %v", h, res, err)
+		}
+	}
+	if got := n.lastSeq(t); got != last {
+		t.Fatalf("retries after the restart stored events (last seq %d, was %d)", got, last)
+	}
+
+	// New commands continue each chain: the major hazard progresses, the reopened one is planned.
+	res := b.must(t, events.ActProgress, ids[1], rectifier, bodyProgress)
+	res2 := b.must(t, events.ActPlan, ids[0], rectifier, planFull)
+	for _, r := range []struct {
+		id      string
+		version int
+		want    events.Status
+		got     events.Hazard
+	}{{ids[1], 5, events.StatusRectifying, res.Hazard}, {ids[0], 6, events.StatusPlanned, res2.Hazard}} {
+		msgs, evs := history(t, n, r.id)
+		if len(msgs) != r.version || r.got.Version != r.version || r.got.Status != r.want || r.got.Seq != msgs[len(msgs)-1].Seq {
+			t.Fatalf("after the restart: %s at version %d status %s, history of %d", r.id, r.got.Version, r.got.Status, len(msgs))
+		}
+		if evs[len(evs)-1].PrevHash != events.HashString(before[r.id].state.LastHash) {
+			t.Fatal("the first event after the restart does not chain to the last one before")
+		}
+	}
+}

@@ -206,6 +206,9 @@ func (s *Server) actor(r *http.Request) (events.Actor, error) {
 	return ParseActor("X-Qingling-Actor", r.Header.Get("X-Qingling-Actor"), r.Header.Get("X-Qingling-Role"))
 }
 
+// Actor names the caller of a route mounted through Extra, as the API's own routes do.
+func (s *Server) Actor(r *http.Request) (events.Actor, error) { return s.actor(r) }
+
 // ParseActor checks a user name given in field (a header, a subject token) the same way for
 // every way in.
 func ParseActor(field, name, role string) (events.Actor, error) {

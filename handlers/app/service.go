@@ -33,6 +33,9 @@ type Service struct {
 	Home    string           // the `source` of events appended here
 	// Evidence, when set, checks that referenced files are stored.
 	Evidence func(ctx context.Context, sha256 string) (bool, error)
+	// Verifier, when set, checks a command's signature against its event before it is
+	// appended (signature.go); without it a sig is stored unchecked.
+	Verifier Verifier
 
 	locks [256]sync.Mutex
 	seed  maphash.Seed
@@ -75,6 +78,11 @@ func (s *Service) Execute(ctx context.Context, cmd *events.Command) (Result, err
 		ev, err := events.Decide(s.Catalog, h, cmd, s.Now(), s.home())
 		if err != nil {
 			return Result{}, err
+		}
+		if s.Verifier != nil {
+			if err := s.Verifier.VerifyCommand(cmd, ev); err != nil {
+				return Result{}, err
+			}
 		}
 		if err := s.checkEvidence(ctx, cmd.Payload); err != nil {
 			return Result{}, err

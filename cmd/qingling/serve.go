@@ -51,6 +51,7 @@ type Config struct {
 	TLSKey     string
 	DemoTokens map[string]string // filled with the demo users' tokens when not nil
 	Out        io.Writer         // where first-start notices go (default stderr)
+	StoreRetry time.Duration     // how long an append retries while NATS is unreachable (default 5s)
 }
 
 // Main is one running Qingling: NATS (embedded or not), the store, the projections, HTTP.
@@ -146,7 +147,7 @@ func (m *Main) open(ctx context.Context) error {
 			return err
 		}
 	}
-	if m.Store, err = jsstore.Open(ctx, m.Conn, jsstore.Config{Replicas: cfg.Replicas, Duplicates: cfg.Duplicates}); err != nil {
+	if m.Store, err = jsstore.Open(ctx, m.Conn, jsstore.Config{Replicas: cfg.Replicas, Duplicates: cfg.Duplicates, RetryFor: cfg.StoreRetry}); err != nil {
 		return err
 	}
 	m.Index = projections.NewIndex(m.Catalog)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -23,9 +24,17 @@ type request struct {
 	id     string             // show, history
 	minSeq uint64             // show, list: wait until the read model has applied this seq
 	filter projections.Filter // list (the query)
+	sha256 string             // download
+	data   []byte             // upload: the file
+	name   string             // upload: its name
 }
 
 func (r *request) query() bool { return r.cmd == nil }
+
+// HeaderEvidenceName names an uploaded file (the upload's body is the file itself).
+const HeaderEvidenceName = "Qingling-Evidence-Name"
+
+var sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`) // compiled once; read-only
 
 // parseSubject splits qingling.cmd.<user>.<verb>.
 func parseSubject(subject string) (user, verb string, err error) {
@@ -53,6 +62,10 @@ func decodeRequest(cat *events.Catalog, subject string, hdr nats.Header, body []
 		return nil, err
 	}
 	req := &request{verb: verb, actor: who}
+	if verb == VerbUpload {
+		req.data, req.name = body, hdr.Get(HeaderEvidenceName)
+		return req, nil
+	}
 	if len(body) > events.MaxCommandBody {
 		return nil, events.Errorf(events.KindTooLarge, "body_too_large", "", "request body over %d bytes", events.MaxCommandBody)
 	}
@@ -64,6 +77,18 @@ func decodeRequest(cat *events.Catalog, subject string, hdr nats.Header, body []
 		req.cmd, err = events.DecodeCommand(verb, "", body)
 	case VerbShow, VerbHistory:
 		err = req.decodeHazardQuery(body)
+	case VerbDownload:
+		var q struct {
+			SHA256 string `json:"sha256"`
+		}
+		if _, err = object(body, false); err == nil {
+			if json.Unmarshal(body, &q) != nil {
+				err = events.Errorf(events.KindInvalid, "malformed_json", "", "a download request is {\"sha256\": \"<64 hex digits>\"}")
+			} else if !sha256Re.MatchString(q.SHA256) {
+				err = events.Errorf(events.KindInvalid, "invalid_sha256", "sha256", "a file is named by its SHA-256: 64 lowercase hex digits")
+			}
+		}
+		req.sha256 = q.SHA256
 	default:
 		fields, perr := object(body, verb == events.ActList)
 		switch {

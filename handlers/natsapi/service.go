@@ -7,6 +7,7 @@ package natsapi
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -17,7 +18,9 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"qingling/events"
+	"qingling/events/jsstore"
 	"qingling/handlers/app"
+	"qingling/handlers/evidence"
 	"qingling/handlers/httpapi"
 )
 
@@ -29,6 +32,11 @@ const (
 	VerbShow    = "show"
 	VerbHistory = "history"
 	VerbList    = "list" // the listing command with an "id", the hazard list query without
+	// Evidence over NATS (NATS permissions give users no object store rights): the upload's
+	// body is the file (name in Qingling-Evidence-Name), a download's body {"sha256": …}. A
+	// file must fit in one NATS message (the server's max_payload); larger ones go over HTTP.
+	VerbUpload   = "upload"
+	VerbDownload = "download"
 
 	// Reply headers. An error reply also carries micro's Nats-Service-Error (the message) and
 	// Nats-Service-Error-Code (the HTTP status the same error has on the HTTP API).
@@ -38,10 +46,17 @@ const (
 	HeaderReplayed   = "Idempotent-Replayed"  // "true": the command was already recorded
 )
 
-// Verbs lists every verb the service answers: the commands, then the queries.
+// Verbs lists the verbs of commands and queries: the commands, then the queries.
 func Verbs() []string { return append(slices.Clone(events.Actions), VerbShow, VerbHistory) }
 
-func isVerb(v string) bool { return v == VerbShow || v == VerbHistory || events.ActionType(v) != "" }
+func isVerb(v string) bool {
+	return v == VerbShow || v == VerbHistory || v == VerbUpload || v == VerbDownload || events.ActionType(v) != ""
+}
+
+// Users finds the user a subject names (identity.Store is one).
+type Users interface {
+	Lookup(id string) (*events.User, bool)
+}
 
 // Subject is the request subject of a verb for a user.
 func Subject(user, verb string) string { return SubjectPrefix + "." + user + "." + verb }
@@ -52,11 +67,18 @@ type Config struct {
 	Log     *slog.Logger
 	Version string        // semver, default 0.1.0
 	Timeout time.Duration // per request, default 15s
+	// Users, when set, turns identities on: the subject's user must be a known, enabled user,
+	// whose role and scope then decide (NATS permissions let each user publish only on its own
+	// qingling.cmd.<user>.>). Without it the subject's user is the actor, unchecked.
+	Users Users
+	// Evidence, when set, adds the upload and download endpoints.
+	Evidence *evidence.Store
 }
 
 // Server is the running service.
 type Server struct {
 	cfg    Config
+	nc     *nats.Conn
 	svc    micro.Service
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -75,7 +97,7 @@ func Start(nc *nats.Conn, cfg Config) (*Server, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 15 * time.Second
 	}
-	s := &Server{cfg: cfg}
+	s := &Server{cfg: cfg, nc: nc}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        ServiceName,
@@ -88,11 +110,18 @@ func Start(nc *nats.Conn, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.svc = svc
-	for _, v := range Verbs() {
+	verbs := Verbs()
+	if cfg.Evidence != nil {
+		verbs = append(verbs, VerbUpload, VerbDownload)
+	}
+	for _, v := range verbs {
 		kind := "command"
-		if !slices.Contains(events.Actions, v) {
+		switch {
+		case v == VerbUpload || v == VerbDownload:
+			kind = "evidence"
+		case !slices.Contains(events.Actions, v):
 			kind = "query"
-		} else if v == VerbList {
+		case v == VerbList:
 			kind = "command (with id) or query (without)"
 		}
 		if err := svc.AddEndpoint(v, micro.HandlerFunc(s.handle),
@@ -147,7 +176,13 @@ func (s *Server) handle(mr micro.Request) {
 		return
 	}
 	hdr[HeaderStatus] = []string{strconv.Itoa(code)}
-	if rerr := mr.RespondJSON(v, micro.WithHeaders(hdr)); rerr != nil {
+	var rerr error
+	if raw, ok := v.(rawReply); ok {
+		rerr = mr.Respond(raw, micro.WithHeaders(hdr))
+	} else {
+		rerr = mr.RespondJSON(v, micro.WithHeaders(hdr))
+	}
+	if rerr != nil {
 		log.Debug("nats reply", "err", rerr)
 	}
 	log.Debug("nats request", "status", code, "duration", time.Since(start))
@@ -159,6 +194,27 @@ func (s *Server) serve(ctx context.Context, mr micro.Request) (int, any, micro.H
 	req, err := decodeRequest(a.Catalog, mr.Subject(), nats.Header(mr.Headers()), mr.Data())
 	if err != nil {
 		return 0, nil, nil, err
+	}
+	if err := s.identify(req); err != nil {
+		return 0, nil, nil, err
+	}
+	user := req.actor.User
+	switch req.verb {
+	case VerbUpload:
+		if err := evidence.CanUpload(user); err != nil {
+			return 0, nil, nil, err
+		}
+		info, err := s.cfg.Evidence.Put(ctx, req.data, req.name)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		code := 200
+		if info.Created {
+			code = 201
+		}
+		return code, info, hdr, nil
+	case VerbDownload:
+		return s.download(ctx, req.sha256)
 	}
 	if !req.query() {
 		res, err := a.Execute(ctx, req.cmd)
@@ -179,7 +235,7 @@ func (s *Server) serve(ctx context.Context, mr micro.Request) (int, any, micro.H
 	}
 	switch req.verb {
 	case VerbShow:
-		h, err := a.Hazard(req.id)
+		h, err := a.ReadHazard(user, req.id)
 		if err != nil {
 			return 0, nil, nil, err
 		}
@@ -191,7 +247,7 @@ func (s *Server) serve(ctx context.Context, mr micro.Request) (int, any, micro.H
 		v.Details = &d
 		return 200, v, hdr, nil
 	case VerbHistory:
-		hist, err := a.History(ctx, req.id)
+		hist, err := a.ReadHistory(ctx, user, req.id)
 		if err != nil {
 			return 0, nil, nil, err
 		}
@@ -200,6 +256,7 @@ func (s *Server) serve(ctx context.Context, mr micro.Request) (int, any, micro.H
 		now := a.Now()
 		f := req.filter
 		f.At = now
+		f.Readable = a.Readable(user)
 		page, err := a.Index.List(f)
 		if err != nil {
 			return 0, nil, nil, err
@@ -210,6 +267,49 @@ func (s *Server) serve(ctx context.Context, mr micro.Request) (int, any, micro.H
 		}
 		return 200, map[string]any{"items": items, "next": page.Next}, hdr, nil
 	}
+}
+
+// identify puts the subject's user, with its role and scope, on the request.
+func (s *Server) identify(req *request) error {
+	if s.cfg.Users == nil {
+		return nil
+	}
+	u, ok := s.cfg.Users.Lookup(req.actor.ID)
+	if !ok {
+		return events.Errorf(events.KindUnauthenticated, "unknown_user", "subject", "no user %s", req.actor.ID)
+	}
+	if u.Disabled {
+		return events.Errorf(events.KindUnauthenticated, "user_disabled", "subject", "user %s is disabled", u.ID)
+	}
+	req.actor = events.Actor{ID: u.ID, Role: u.Role, User: u}
+	if req.cmd != nil {
+		req.cmd.Actor = req.actor
+	}
+	return nil
+}
+
+// rawReply is an answer sent as bytes, not JSON.
+type rawReply []byte
+
+func (s *Server) download(ctx context.Context, sum string) (int, any, micro.Headers, error) {
+	info, err := s.cfg.Evidence.Stat(ctx, sum)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if limit := s.nc.MaxPayload() - 4096; info.Size > limit {
+		return 0, nil, nil, events.Errorf(events.KindTooLarge, "too_large_for_nats", "sha256",
+			"evidence %s has %.1f MiB, more than one NATS message carries (%.1f MiB); fetch it over HTTP (GET /v1/evidence/%s)", sum, float64(info.Size)/(1<<20), float64(limit)/(1<<20), sum)
+	}
+	rc, info, err := s.cfg.Evidence.Open(ctx, sum)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return 0, nil, nil, jsstore.Unavailable(err)
+	}
+	return 200, rawReply(data), micro.Headers{"Content-Type": {info.ContentType}, "Qingling-Evidence-Sha256": {sum}}, nil
 }
 
 func (s *Server) waitSeq(ctx context.Context, seq uint64) error {

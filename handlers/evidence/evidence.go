@@ -1,0 +1,235 @@
+// Package evidence keeps photos and documents in the JetStream object store bucket hz_evidence,
+// each named by the SHA-256 of its bytes, so that the same file is stored once and an event can
+// reference a file by its digest.
+package evidence
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"qingling/events"
+	"qingling/events/jsstore"
+)
+
+// Bucket is the object store bucket of evidence files (design.md).
+const Bucket = "hz_evidence"
+
+// MaxSize is the largest file accepted.
+const MaxSize = 20 << 20
+
+// Types lists the accepted content types, as http.DetectContentType names them.
+var Types = map[string]bool{ // read-only lookup table
+	"image/jpeg":      true,
+	"image/png":       true,
+	"image/webp":      true,
+	"image/gif":       true,
+	"application/pdf": true,
+	"video/mp4":       true,
+}
+
+var shaRe = regexp.MustCompile(`^[0-9a-f]{64}$`) // compiled once; read-only
+
+// Info describes a stored file.
+type Info struct {
+	SHA256      string `json:"sha256"`
+	Size        int64  `json:"size"`
+	ContentType string `json:"content_type"`
+	Name        string `json:"name,omitempty"` // the name it was first uploaded with
+	Created     bool   `json:"created"`        // false: the same bytes were already stored
+}
+
+// Sum is the evidence name of data: its SHA-256 in lowercase hex.
+func Sum(data []byte) string {
+	h := sha256.Sum256(data)
+	return hex.EncodeToString(h[:])
+}
+
+// Check applies the size and type limits and returns the sniffed content type. Tools call it
+// before queueing a file offline, so that the server will not refuse it later.
+func Check(data []byte) (string, error) {
+	if len(data) == 0 {
+		return "", events.Errorf(events.KindInvalid, "evidence_empty", "evidence", "the file is empty")
+	}
+	if len(data) > MaxSize {
+		return "", tooLarge(int64(len(data)))
+	}
+	ct := http.DetectContentType(data)
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	if !Types[ct] {
+		return "", events.Errorf(events.KindInvalid, "evidence_type", "evidence",
+			"files of type %s are not accepted; send a photo (JPEG, PNG, WebP, GIF), a PDF or an MP4 video", ct)
+	}
+	return ct, nil
+}
+
+func tooLarge(n int64) *events.Error {
+	return events.Errorf(events.KindTooLarge, "evidence_too_large", "evidence",
+		"the file has %.1f MiB, at most %d MiB are accepted", float64(n)/(1<<20), MaxSize>>20)
+}
+
+// CanUpload refuses uploads by read-only roles (desks, auditors); nil u means no identities.
+func CanUpload(u *events.User) error {
+	if u != nil && (u.Role == events.RoleDesk || u.Role == events.RoleAuditor) {
+		return events.Errorf(events.KindForbidden, "read_only_role", "", "a %s may not upload evidence", u.Role)
+	}
+	return nil
+}
+
+// CheckSum refuses anything but a SHA-256 in lowercase hex.
+func CheckSum(sum string) error {
+	if !shaRe.MatchString(sum) {
+		return events.Errorf(events.KindInvalid, "invalid_sha256", "sha256", "a file is named by its SHA-256: 64 lowercase hex digits")
+	}
+	return nil
+}
+
+// Config of the bucket.
+type Config struct {
+	Bucket   string // default hz_evidence
+	Replicas int    // default 1
+}
+
+// Store is the evidence bucket.
+type Store struct {
+	obs   jetstream.ObjectStore
+	locks [64]sync.Mutex // one upload per digest at a time, so a file is written once
+}
+
+// Open creates or updates the bucket (the server does this at start).
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	if cfg.Bucket == "" {
+		cfg.Bucket = Bucket
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: cfg.Bucket, Storage: jetstream.FileStorage,
+		Replicas: cfg.Replicas, Description: "Qingling evidence files, named by SHA-256"})
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", cfg.Bucket, err)
+	}
+	return &Store{obs: obs}, nil
+}
+
+// Put stores data under its SHA-256 after checking its size and type. The same bytes stored
+// again are not written again (Created is then false).
+func (s *Store) Put(ctx context.Context, data []byte, name string) (Info, error) {
+	ct, err := Check(data)
+	if err != nil {
+		return Info{}, err
+	}
+	if name != "" {
+		if strings.ContainsAny(name, "/\\\x00\r\n") || len([]rune(name)) > events.MaxNameLen {
+			return Info{}, events.Errorf(events.KindInvalid, "invalid_name", "name", "a file name has at most %d characters and no path", events.MaxNameLen)
+		}
+	}
+	sum := Sum(data)
+	b, _ := hex.DecodeString(sum[:2])
+	mu := &s.locks[int(b[0])%len(s.locks)]
+	mu.Lock()
+	defer mu.Unlock()
+	if info, err := s.Stat(ctx, sum); err == nil {
+		return info, nil
+	} else if events.KindOf(err) != events.KindNotFound {
+		return Info{}, err
+	}
+	meta := jetstream.ObjectMeta{Name: sum, Headers: nats.Header{"Content-Type": []string{ct}}}
+	if name != "" {
+		meta.Metadata = map[string]string{"name": name}
+	}
+	oi, err := s.obs.Put(ctx, meta, bytes.NewReader(data))
+	if err != nil {
+		return Info{}, jsstore.Unavailable(err)
+	}
+	info := infoOf(oi)
+	info.Created = true
+	return info, nil
+}
+
+// Has reports whether a file is stored; app.Service.Evidence uses it.
+func (s *Store) Has(ctx context.Context, sum string) (bool, error) {
+	_, err := s.Stat(ctx, sum)
+	if err == nil {
+		return true, nil
+	}
+	if events.KindOf(err) == events.KindNotFound {
+		return false, nil
+	}
+	return false, err
+}
+
+// Stat describes a stored file.
+func (s *Store) Stat(ctx context.Context, sum string) (Info, error) {
+	if err := CheckSum(sum); err != nil {
+		return Info{}, err
+	}
+	oi, err := s.obs.GetInfo(ctx, sum)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return Info{}, notFound(sum)
+	}
+	if err != nil {
+		return Info{}, jsstore.Unavailable(err)
+	}
+	return infoOf(oi), nil
+}
+
+// Open reads a stored file. The reader fails at its end if the bytes do not match the digest
+// the object store recorded.
+func (s *Store) Open(ctx context.Context, sum string) (io.ReadCloser, Info, error) {
+	if err := CheckSum(sum); err != nil {
+		return nil, Info{}, err
+	}
+	res, err := s.obs.Get(ctx, sum)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, Info{}, notFound(sum)
+	}
+	if err != nil {
+		return nil, Info{}, jsstore.Unavailable(err)
+	}
+	oi, err := res.Info()
+	if err != nil {
+		res.Close()
+		return nil, Info{}, jsstore.Unavailable(err)
+	}
+	return res, infoOf(oi), nil
+}
+
+// List names every stored file, sorted (for audits and tests).
+func (s *Store) List(ctx context.Context) ([]Info, error) {
+	ois, err := s.obs.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, jsstore.Unavailable(err)
+	}
+	out := make([]Info, 0, len(ois))
+	for _, oi := range ois {
+		out = append(out, infoOf(oi))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].SHA256 < out[j].SHA256 })
+	return out, nil
+}
+
+func infoOf(oi *jetstream.ObjectInfo) Info {
+	return Info{SHA256: oi.Name, Size: int64(oi.Size), ContentType: oi.Headers.Get("Content-Type"), Name: oi.Metadata["name"]}
+}
+
+func notFound(sum string) error {
+	return events.Errorf(events.KindNotFound, "evidence_not_found", "sha256", "no evidence file %s", sum)
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"qingling/events"
 	"qingling/events/jsstore"
 	"qingling/handlers/app"
+	"qingling/handlers/evidence"
 	"qingling/handlers/natsapi"
 	"qingling/projections"
 )
@@ -292,5 +294,80 @@ func TestMicroDiscovery(t *testing.T) {
 	}
 	if got["show"] == nil || got["show"].NumRequests != 1 || got["show"].NumErrors != 1 || got["show"].LastError == "" {
 		t.Fatalf("STATS show: %+v", got["show"])
+	}
+}
+
+type users map[string]*events.User
+
+func (u users) Lookup(id string) (*events.User, bool) { x, ok := u[id]; return x, ok }
+
+// TestIdentitiesAndEvidenceOverNATS: with a users store, the subject's user decides by its
+// role and scope; evidence goes up and down through the service.
+func TestIdentitiesAndEvidenceOverNATS(t *testing.T) {
+	e := start(t)
+	_ = e.svc.Stop()
+	ctx := context.Background()
+	st, err := evidence.Open(ctx, e.store.JetStream(), evidence.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.app.Evidence = st.Has
+	us := users{
+		"insp-km": {ID: "insp-km", Role: events.RoleInspector, Sectors: []string{"chem"}, Jurisdiction: "530100"},
+		"desk-km": {ID: "desk-km", Role: events.RoleDesk, Sectors: []string{"chem"}, Jurisdiction: "530100"},
+		"gone":    {ID: "gone", Role: events.RoleInspector, Sectors: []string{"chem"}, Jurisdiction: "530100", Disabled: true},
+	}
+	svc, err := natsapi.Start(e.nc, natsapi.Config{App: e.app, Users: us, Evidence: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+
+	png := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 64)...)
+	up := func(user string) *nats.Msg {
+		m := &nats.Msg{Subject: natsapi.Subject(user, "upload"), Data: png, Header: nats.Header{natsapi.HeaderEvidenceName: {"p.png"}}}
+		r, err := e.nc.RequestMsg(m, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := up("desk-km"); r.Header.Get(micro.ErrorCodeHeader) != "403" || r.Header.Get(natsapi.HeaderErrorCode) != "read_only_role" {
+		t.Fatalf("desk upload: %v %s", r.Header, r.Data)
+	}
+	r := up("insp-km")
+	var info evidence.Info
+	if r.Header.Get(natsapi.HeaderStatus) != "201" || json.Unmarshal(r.Data, &info) != nil || info.SHA256 != evidence.Sum(png) {
+		t.Fatalf("upload: %v %s", r.Header, r.Data)
+	}
+	if r := up("insp-km"); r.Header.Get(natsapi.HeaderStatus) != "200" {
+		t.Fatalf("second upload: %v %s", r.Header, r.Data)
+	}
+	dl := e.req(t, "desk-km", "download", map[string]any{"sha256": info.SHA256})
+	if dl.status() != "200" || evidence.Sum(dl.msg.Data) != info.SHA256 || dl.msg.Header.Get("Content-Type") != "image/png" {
+		t.Fatalf("download: %v", dl.msg.Header)
+	}
+
+	rep := majorReport(time.Now().Add(-time.Hour))
+	rep["evidence"] = []any{map[string]any{"sha256": strings.Repeat("1", 64)}}
+	if r := e.req(t, "insp-km", "report", rep); r.status() != "422" || r.errCode() != "evidence_missing" {
+		t.Fatalf("missing evidence: %v %s", r.msg.Header, r.msg.Data)
+	}
+	rep["evidence"] = []any{map[string]any{"sha256": info.SHA256, "name": "p.png"}}
+	ok := e.req(t, "insp-km", "report", rep)
+	if ok.status() != "201" || ok.body["reported_by"] != "insp-km" {
+		t.Fatalf("inspector report: %v %s", ok.msg.Header, ok.msg.Data)
+	}
+	for _, c := range []struct{ user, verb, status, code string }{
+		{"nobody", "report", "401", "unknown_user"},
+		{"gone", "report", "401", "user_disabled"},
+		{"desk-km", "report", "403", ""},
+	} {
+		if r := e.req(t, c.user, c.verb, majorReport(time.Now().Add(-time.Hour))); r.status() != c.status || (c.code != "" && r.errCode() != c.code) {
+			t.Errorf("%s %s: %v %s", c.user, c.verb, r.msg.Header, r.msg.Data)
+		}
+	}
+	if r := e.req(t, "desk-km", "show", map[string]any{"id": ok.body["id"]}); r.status() != "200" {
+		t.Fatalf("desk reads its jurisdiction: %v %s", r.msg.Header, r.msg.Data)
 	}
 }

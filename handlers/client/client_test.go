@@ -67,12 +67,24 @@ func TestTypedCalls(t *testing.T) {
 				func() (client.Result, error) {
 					return rect.Progress(ctx, id, events.Progressed{Note: "清理一半", Percent: 50}, client.Opts{})
 				},
-				func() (client.Result, error) { return rect.Complete(ctx, id, events.Completed{Note: "完成"}, client.Opts{}) },
-				func() (client.Result, error) { return ver.Reject(ctx, id, events.VerifyFailed{Reason: "仍有残留"}, client.Opts{}) },
-				func() (client.Result, error) { return rect.Complete(ctx, id, events.Completed{Note: "已清理"}, client.Opts{}) },
-				func() (client.Result, error) { return ver.Clear(ctx, id, events.Cleared{Method: "on-site"}, client.Opts{}) },
-				func() (client.Result, error) { return ver.Reopen(ctx, id, events.Reopened{Reason: "复燃风险"}, client.Opts{}) },
-				func() (client.Result, error) { return ver.Withdraw(ctx, id, events.Withdrawn{Reason: "重复"}, client.Opts{}) },
+				func() (client.Result, error) {
+					return rect.Complete(ctx, id, events.Completed{Note: "完成"}, client.Opts{})
+				},
+				func() (client.Result, error) {
+					return ver.Reject(ctx, id, events.VerifyFailed{Reason: "仍有残留"}, client.Opts{})
+				},
+				func() (client.Result, error) {
+					return rect.Complete(ctx, id, events.Completed{Note: "已清理"}, client.Opts{})
+				},
+				func() (client.Result, error) {
+					return ver.Clear(ctx, id, events.Cleared{Method: "on-site"}, client.Opts{})
+				},
+				func() (client.Result, error) {
+					return ver.Reopen(ctx, id, events.Reopened{Reason: "复燃风险"}, client.Opts{})
+				},
+				func() (client.Result, error) {
+					return ver.Withdraw(ctx, id, events.Withdrawn{Reason: "重复"}, client.Opts{})
+				},
 			}
 			for i, step := range steps {
 				res, err := step()

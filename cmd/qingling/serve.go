@@ -25,8 +25,10 @@ import (
 	"qingling/events/jsstore"
 	"qingling/handlers/app"
 	"qingling/handlers/demo"
+	"qingling/handlers/evidence"
 	"qingling/handlers/httpapi"
 	"qingling/handlers/identity"
+	"qingling/handlers/natsapi"
 	"qingling/projections"
 )
 
@@ -52,6 +54,13 @@ type Config struct {
 	DemoTokens map[string]string // filled with the demo users' tokens when not nil
 	Out        io.Writer         // where first-start notices go (default stderr)
 	StoreRetry time.Duration     // how long an append retries while NATS is unreachable (default 5s)
+	// County leaf offices (leaf.go).
+	Home         string         // this instance's JetStream domain and hazards' home
+	LeafRemote   string         // a county office's leafnode link to the hub
+	LeafCounty   string         // a county office writes under leaf.<county>.hz.>
+	LeafListen   string         // the hub's leafnode listen address
+	LeafPassword string         // the hub's password for leaf links (user "leaf")
+	Leaves       []jsstore.Leaf // the hub sources these offices' logs
 }
 
 // Main is one running Qingling: NATS (embedded or not), the store, the projections, HTTP.
@@ -68,6 +77,8 @@ type Main struct {
 	Listener net.Listener
 	Users    *identity.Store
 	natsOpts *server.Options
+	Evidence *evidence.Store // hz_evidence
+	Service  *natsapi.Server // the NATS micro service "qingling"
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -127,16 +138,24 @@ func (m *Main) open(ctx context.Context) error {
 	} else {
 		scfg := jsstore.ServerConfig{Dir: filepath.Join(cfg.DataDir, "jetstream"), Listen: cfg.NATSListen, NoSync: cfg.NoSync, ServerName: "qingling"}
 		var connOpts []nats.Option
+		var leafErr error
+		pub := ""
 		if m.Users != nil {
-			pub, _ := service.PublicKey()
-			scfg.Options = func(o *server.Options) {
-				m.natsOpts = o
+			pub, _ = service.PublicKey()
+			connOpts = append(connOpts, nats.Nkey(pub, service.Sign))
+		}
+		scfg.Options = func(o *server.Options) {
+			m.natsOpts = o
+			if m.Users != nil {
 				o.Nkeys = m.Users.NATSUsers(pub)
 				o.TLSConfig = tlsConf
 			}
-			connOpts = append(connOpts, nats.Nkey(pub, service.Sign))
+			leafErr = cfg.leafOptions(o)
 		}
 		m.NATS, err = jsstore.RunServer(scfg)
+		if err == nil {
+			err = leafErr
+		}
 		if err != nil {
 			return err
 		}
@@ -147,12 +166,16 @@ func (m *Main) open(ctx context.Context) error {
 			return err
 		}
 	}
-	if m.Store, err = jsstore.Open(ctx, m.Conn, jsstore.Config{Replicas: cfg.Replicas, Duplicates: cfg.Duplicates, RetryFor: cfg.StoreRetry}); err != nil {
+	if m.Store, err = jsstore.Open(ctx, m.Conn, jsstore.Config{Replicas: cfg.Replicas, Duplicates: cfg.Duplicates, RetryFor: cfg.StoreRetry, Leaves: cfg.Leaves, Prefix: leafPrefix(cfg.LeafCounty)}); err != nil {
 		return err
 	}
 	m.Index = projections.NewIndex(m.Catalog)
 	m.Runner = &projections.Runner{Source: m.Store, Index: m.Index, Log: log}
-	m.App = &app.Service{Catalog: m.Catalog, Index: m.Index, Log: m.Store, Clock: cfg.Clock}
+	m.App = &app.Service{Catalog: m.Catalog, Index: m.Index, Log: m.Store, Clock: cfg.Clock, Home: cfg.source()}
+	if m.Evidence, err = evidence.Open(ctx, m.Store.JetStream(), evidence.Config{Replicas: cfg.Replicas}); err != nil {
+		return err
+	}
+	m.App.Evidence = m.Evidence.Has
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.wg.Add(1)
@@ -180,6 +203,14 @@ func (m *Main) open(ctx context.Context) error {
 			m.wg.Add(1)
 			go func() { defer m.wg.Done(); m.reloadNATSUsers(runCtx, service) }()
 		}
+	}
+	api.Extra = evidence.Routes(api, m.Evidence)
+	ncfg := natsapi.Config{App: m.App, Log: log, Evidence: m.Evidence}
+	if m.Users != nil {
+		ncfg.Users = m.Users
+	}
+	if m.Service, err = natsapi.Start(m.Conn, ncfg); err != nil {
+		return err
 	}
 	m.HTTP = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 0 /* SSE */, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
@@ -283,6 +314,9 @@ func (m *Main) Close() error {
 		m.cancel()
 	}
 	m.wg.Wait()
+	if m.Service != nil {
+		_ = m.Service.Stop()
+	}
 	if m.Conn != nil {
 		_ = m.Conn.Drain()
 		for i := 0; i < 100 && !m.Conn.IsClosed(); i++ {

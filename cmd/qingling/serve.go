@@ -347,8 +347,25 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 50, "requests per second per identity (burst 4×); 0 = unlimited")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", envOr("QINGLING_TLS_CERT", ""), "TLS certificate (PEM) for HTTPS and the NATS listener")
 	fs.StringVar(&cfg.TLSKey, "tls-key", envOr("QINGLING_TLS_KEY", ""), "TLS private key (PEM)")
+	fs.StringVar(&cfg.Home, "home", envOr("QINGLING_HOME", ""), "this instance's JetStream domain and its hazards' home (a county office: e.g. c530102)")
+	fs.StringVar(&cfg.LeafRemote, "leaf-remote", envOr("QINGLING_LEAF_REMOTE", ""), "county office: leafnode link to the province, e.g. nats-leaf://leaf:PASSWORD@hub:7422")
+	fs.StringVar(&cfg.LeafCounty, "leaf-county", envOr("QINGLING_LEAF_COUNTY", ""), "county office: write under leaf.<county>.hz.>")
+	fs.StringVar(&cfg.LeafListen, "leaf-listen", envOr("QINGLING_LEAF_LISTEN", ""), "province: accept county offices' leafnode links on this address")
+	fs.StringVar(&cfg.LeafPassword, "leaf-password", envOr("QINGLING_LEAF_PASSWORD", ""), "province: password of leaf links (user leaf)")
+	leafSrc := fs.String("leaf-source", envOr("QINGLING_LEAF_SOURCE", ""), "province: source these offices' logs, DOMAIN:COUNTY[,…]")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
+	}
+	if *leafSrc != "" {
+		cat, err := events.LoadCatalog()
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitFailure
+		}
+		if cfg.Leaves, err = parseLeaves(*leafSrc, cat); err != nil {
+			fmt.Fprintln(stderr, "qingling serve:", err)
+			return exitUsage
+		}
 	}
 	if cfg.Users == "" {
 		cfg.Users = filepath.Join(cfg.DataDir, "users.json")

@@ -21,7 +21,22 @@ type Config struct {
 	Replicas   int           // default 1
 	Duplicates time.Duration // dedup window, default 2 minutes
 	RetryFor   time.Duration // how long to retry an append on timeouts and no responders, default 5s
+	// Prefix is put before every hazard subject: a county leaf office writes to its own
+	// subjects ("leaf.<county>.") which the hub sources into its HAZARDS.
+	Prefix string
+	// Leaves are the county offices whose logs this (hub) stream sources, with a subject
+	// transform leaf.<county>.hz.> → hz.>.
+	Leaves []Leaf
 }
+
+// Leaf is a county office's JetStream domain and county code.
+type Leaf struct {
+	Domain string
+	County string
+}
+
+// LeafPrefix is the subject prefix a county office writes under.
+func LeafPrefix(county string) string { return "leaf." + county + "." }
 
 func (c *Config) setDefaults() {
 	if c.Stream == "" {
@@ -62,7 +77,8 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:               cfg.Stream,
 		Description:        "Qingling hazard events (append-only)",
-		Subjects:           []string{"hz.*.*.*.*.*"},
+		Subjects:           []string{cfg.Prefix + "hz.*.*.*.*.*"},
+		Sources:            leafSources(cfg),
 		Storage:            jetstream.FileStorage,
 		Retention:          jetstream.LimitsPolicy,
 		Discard:            jetstream.DiscardNew,
@@ -79,6 +95,15 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 		AllowMsgTTL:        false,
 		AllowMsgSchedules:  false,
 	}
+}
+
+func leafSources(cfg Config) []*jetstream.StreamSource {
+	var out []*jetstream.StreamSource
+	for _, l := range cfg.Leaves {
+		out = append(out, &jetstream.StreamSource{Name: cfg.Stream, External: &jetstream.ExternalStream{APIPrefix: "$JS." + l.Domain + ".API"},
+			SubjectTransforms: []jetstream.SubjectTransformConfig{{Source: LeafPrefix(l.County) + "hz.>", Destination: "hz.>"}}})
+	}
+	return out
 }
 
 // Open creates or updates the stream and returns a store on it.
@@ -139,10 +164,11 @@ type Ack struct {
 // event is reported as a duplicate ack. Timeouts and missing responders are retried with the
 // same Msg-Id for up to Config.RetryFor, then answered as unavailable.
 func (s *Store) Append(ctx context.Context, a Append) (Ack, error) {
+	a.Subject = s.cfg.Prefix + a.Subject
 	msg := &nats.Msg{Subject: a.Subject, Data: a.Data, Header: nats.Header{}}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(a.MsgID), jetstream.WithExpectStream(s.cfg.Stream), jetstream.WithRetryAttempts(0)}
 	if a.New {
-		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(0, events.AnySubject(a.HazardID)))
+		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(0, s.cfg.Prefix+events.AnySubject(a.HazardID)))
 	} else {
 		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(a.Expect))
 	}
@@ -177,7 +203,7 @@ func (s *Store) Append(ctx context.Context, a Append) (Ack, error) {
 func (s *Store) resolveConflict(ctx context.Context, a Append, cause error) (Ack, error) {
 	subj := a.Subject
 	if a.New {
-		subj = events.AnySubject(a.HazardID)
+		subj = s.cfg.Prefix + events.AnySubject(a.HazardID)
 	}
 	last, err := s.str.GetLastMsgForSubject(ctx, subj)
 	// The same event id under another subject (a report retried with another sector or
@@ -270,6 +296,7 @@ func (s *Store) History(ctx context.Context, subject string, from uint64) ([]Msg
 	if from == 0 {
 		from = 1
 	}
+	subject = s.cfg.Prefix + subject
 	var out []Msg
 	for {
 		it, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, 256, jetstreamext.GetBatchSeq(from), jetstreamext.GetBatchSubject(subject))

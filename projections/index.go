@@ -120,8 +120,9 @@ func (x *Index) WaitHazard(ctx context.Context, id string, seq uint64) error {
 	for {
 		x.mu.RLock()
 		h, ch := x.hz[id], x.notify
+		done := h != nil && h.Seq >= seq
 		x.mu.RUnlock()
-		if h != nil && h.Seq >= seq {
+		if done {
 			return nil
 		}
 		select {

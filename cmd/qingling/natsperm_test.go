@@ -160,3 +160,12 @@ func TestNATSPermissions(t *testing.T) {
 		t.Fatalf("the log has %d events; nothing should have been written", last)
 	}
 }
+
+func nkeyPair(t *testing.T, seed string) nkeys.KeyPair {
+	t.Helper()
+	kp, err := nkeys.FromSeed([]byte(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}

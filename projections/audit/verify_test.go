@@ -274,8 +274,8 @@ func TestSeveralInstances(t *testing.T) {
 	cb0, _ := wb.Next(nil, 0, l.at, false)
 	wb.Advance(cb0)
 	id := l.do(events.ActReport, "", insp, report, nil) // seq 1 by A
-	l.do(events.ActProgress, id, rect, progress, nil)  // seq 2 by B
-	l.do(events.ActComplete, id, rect, complete, nil)  // seq 3 by A
+	l.do(events.ActProgress, id, rect, progress, nil)   // seq 2 by B
+	l.do(events.ActComplete, id, rect, complete, nil)   // seq 3 by A
 	ca, _ := wa.Next([]audit.Acked{l.acks[0], l.acks[2]}, 3, l.at, false)
 	wa.Advance(ca)
 

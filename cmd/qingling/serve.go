@@ -29,6 +29,7 @@ import (
 	"qingling/handlers/httpapi"
 	"qingling/handlers/identity"
 	"qingling/handlers/natsapi"
+	"qingling/handlers/web"
 	"qingling/projections"
 )
 
@@ -212,6 +213,11 @@ func (m *Main) open(ctx context.Context) error {
 	if m.Service, err = natsapi.Start(m.Conn, ncfg); err != nil {
 		return err
 	}
+	board, err := web.New(m.Catalog)
+	if err != nil {
+		return err
+	}
+	api.Extra = web.Routes(board, api.Extra) // the board at / and /assets/ (public), after every other route
 	m.HTTP = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 0 /* SSE */, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	addr := cfg.HTTPAddr

@@ -151,6 +151,13 @@ func New(cfg Config) *Projection {
 	return x
 }
 
+// Reset empties the projection.
+func (x *Projection) Reset() {
+	x.mu.Lock()
+	x.reset()
+	x.mu.Unlock()
+}
+
 func (x *Projection) reset() {
 	x.seq, x.lastID, x.now = 0, "", 0
 	x.ids = map[uuid.UUID]int32{}

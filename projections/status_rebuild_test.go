@@ -1,0 +1,137 @@
+package projections_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"qingling/events"
+	"qingling/projections"
+	"qingling/projections/status"
+)
+
+// TestDecodeFastMatchesEncodingJSON: the replay's decoder reads every event of a sample (every
+// type) exactly as events.ParseEvent and Payload do, and odd spellings fall back to them.
+func TestDecodeFastMatchesEncodingJSON(t *testing.T) {
+	cat, _ := events.LoadCatalog()
+	evs := sample(t, cat, 300)
+	odd := []string{
+		`{"specversion":"1.0","id":"x","source":"s","subject":"0193f2c4-0000-7000-8000-000000000001","data":{"reason":"r"},"type":"hazard.withdrawn","time":"2025-03-02T09:31:00+08:00"}`,
+		`{"SpecVersion":"1.0","id":"x","Type":"hazard.withdrawn","subject":"s","data":{"Reason":"r"},"time":"2025-03-02T09:31:00+08:00"}`,
+		`{"specversion":"1.0","id":"x","type":"hazard.graded","subject":"s","data":{"grade":"major","grade":"general"},"type":"hazard.graded","time":"2025-03-02T09:31:00+08:00"}`,
+		` { "specversion" : "1.0" , "type" : "hazard.withdrawn" , "subject" : "s" , "data" : { "reason" : "r" } , "time":"2025-03-02T09:31:00+08:00"} `,
+	}
+	types := map[string]bool{}
+	check := func(raw []byte) {
+		t.Helper()
+		e1, err1 := events.ParseEvent(raw)
+		var p1 any
+		if err1 == nil {
+			p1, err1 = e1.Payload()
+		}
+		e2, p2, err2 := projections.DecodeFast(raw)
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("%s: errors differ: %v vs %v", raw, err1, err2)
+		}
+		if err1 != nil {
+			return
+		}
+		types[e1.Type] = true
+		if !reflect.DeepEqual(p1, p2) {
+			t.Fatalf("%s: payload %#v vs %#v", raw, p1, p2)
+		}
+		d1, d2 := e1.Data, e2.Data
+		e1.Data, e2.Data = nil, nil
+		if !reflect.DeepEqual(e1, e2) || string(compact(d1)) != string(compact(d2)) {
+			t.Fatalf("%s: event %#v vs %#v (data %s / %s)", raw, e1, e2, d1, d2)
+		}
+	}
+	for _, s := range evs {
+		check(s.raw)
+	}
+	for _, s := range odd {
+		check([]byte(s))
+	}
+	if len(types) < 9 {
+		t.Fatalf("sample covers only %v", types)
+	}
+}
+
+// TestReplayEqualsRunner: Replay over a log leaves the index and status as the live runner's
+// in-order feed does, and reports progress up to the total.
+func TestReplayEqualsRunner(t *testing.T) {
+	cat, _ := events.LoadCatalog()
+	evs := sample(t, cat, 400)
+	st := logWith(t, evs)
+	clock := func() time.Time { return benchNow }
+	idx := projections.NewIndex(cat)
+	sp := status.New(status.Config{Catalog: cat, Clock: clock})
+	var last, total int
+	seq, err := projections.Replay(context.Background(), st, idx, []projections.Projection{sp}, func(d, n int) { last, total = d, n })
+	if err != nil || seq != uint64(len(evs)) || last != total || total != len(evs) {
+		t.Fatalf("replay: seq %d err %v progress %d/%d", seq, err, last, total)
+	}
+	idx2 := projections.NewIndex(cat)
+	sp2 := status.New(status.Config{Catalog: cat, Clock: clock})
+	for i, s := range evs {
+		e, _ := events.ParseEvent(s.raw)
+		p, _ := e.Payload()
+		_ = idx2.ApplyParsed(uint64(i+1), s.raw, e, p)
+		sp2.ApplyEvent(uint64(i+1), e, p)
+	}
+	assertSameReadModel(t, idx, sp, idx2, sp2)
+}
+
+func assertSameReadModel(t *testing.T, idx *projections.Index, sp *status.Projection, idx2 *projections.Index, sp2 *status.Projection) {
+	t.Helper()
+	if idx.Len() != idx2.Len() {
+		t.Fatalf("index: %d hazards vs %d", idx.Len(), idx2.Len())
+	}
+	idx2.Each(func(h *events.Hazard) bool {
+		g, ok := idx.Get(h.ID)
+		h2 := *h
+		g.AmendSeqs, h2.AmendSeqs = nil, nil
+		if !ok || !sameHazard(&g, &h2) {
+			t.Fatalf("index hazard %s:\n%+v\n%+v", h.ID, g, h2)
+		}
+		return true
+	})
+	a, _, _ := sp.All()
+	b, _, _ := sp2.All()
+	if !reflect.DeepEqual(a, b) {
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("status row %s: %+v vs %+v", a[i].Key, a[i].Counts, b[i].Counts)
+			}
+		}
+	}
+	_, d1, _ := sp.Daily("all", "530000", benchNow.AddDate(0, 0, -800), benchNow)
+	_, d2, _ := sp2.Daily("all", "530000", benchNow.AddDate(0, 0, -800), benchNow)
+	if !reflect.DeepEqual(d1, d2) {
+		t.Fatal("daily figures differ")
+	}
+}
+
+// sameHazard compares states as JSON would show them (instants by value, not by location).
+func compact(b []byte) []byte {
+	var out bytes.Buffer
+	if json.Compact(&out, b) != nil {
+		return b
+	}
+	return out.Bytes()
+}
+
+func sameHazard(a, b *events.Hazard) bool {
+	norm := func(h events.Hazard) events.Hazard {
+		for _, t := range []*time.Time{&h.ListDeadline, &h.ReportDeadline, &h.PlanDeadline, &h.ExtDeadline, &h.FoundAt, &h.RecordedAt, &h.UpdatedAt, &h.CompletedAt, &h.AwaitingAt, &h.ClearedAt} {
+			if !t.IsZero() {
+				*t = t.UTC()
+			}
+		}
+		return h
+	}
+	return reflect.DeepEqual(norm(*a), norm(*b))
+}

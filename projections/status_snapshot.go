@@ -1,0 +1,359 @@
+package projections
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/gob"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"time"
+
+	"github.com/google/uuid"
+
+	"qingling/events"
+	"qingling/events/jsstore"
+	"qingling/projections/status"
+)
+
+// Snapshots keep the read model — the hazard index and the zero-out status — in one file
+// with its checkpoint, the last stream sequence the status has applied (and that event's id,
+// to tell a snapshot of another log). On start the runner loads it and catches up from the
+// checkpoint + 1 instead of replaying the log from sequence 1.
+//
+// The status part is written under the status lock at exactly the checkpoint. The index part
+// is copied afterwards in chunks, so commands are never held up for long; a hazard copied
+// later than the checkpoint already holds some events after it, and the index ignores events
+// a hazard already has (Index.ApplyParsed), so the catch-up leaves every part exact.
+//
+// File layout: magic, a JSON header, then length-prefixed sections (status, index hazards in
+// gob chunks, command ids), then the SHA-256 of everything before it. Written to a temporary
+// file, synced and renamed, so a crash leaves the previous snapshot.
+type Snapshots struct {
+	Path   string // e.g. <data>/readmodel.snap
+	Index  *Index
+	Status *status.Projection
+	Log    *slog.Logger
+
+	lastSeq uint64
+}
+
+// SnapshotHeader describes a snapshot file.
+type SnapshotHeader struct {
+	Format     int       `json:"format"`
+	Seq        uint64    `json:"seq"`
+	EventID    string    `json:"event_id"`
+	Written    time.Time `json:"written"`
+	HazardType string    `json:"hazard_type"`
+	Hazards    int       `json:"hazards"`
+	Commands   int       `json:"commands"`
+}
+
+const (
+	snapMagic  = "QLREADMODEL\n"
+	snapFormat = 1
+	snapChunk  = 4096
+)
+
+// hazardType fingerprints events.Hazard's fields: a snapshot of another shape is rebuilt.
+func hazardType() string {
+	t := reflect.TypeOf(events.Hazard{})
+	h := sha256.New()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		fmt.Fprintf(h, "%s %s\n", f.Name, f.Type)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+var typeCodes = []string{events.TypeReported, events.TypeAmended, events.TypeGraded, events.TypeListed, events.TypePlanned, events.TypeProgressed,
+	events.TypeExtended, events.TypeCompleted, events.TypeVerifyFailed, events.TypeCleared, events.TypeReopened, events.TypeWithdrawn} // read-only
+
+// Save writes a snapshot; it does nothing when nothing was applied since the last one.
+func (s *Snapshots) Save() (SnapshotHeader, error) {
+	var stBuf bytes.Buffer
+	seq, eventID := s.Status.Checkpoint()
+	if err := s.Status.WriteSnapshot(&stBuf); err != nil {
+		return SnapshotHeader{}, err
+	}
+	if seq2, _ := s.Status.Checkpoint(); seq2 != seq {
+		// cannot happen: WriteSnapshot holds the lock; but never write a torn checkpoint
+		return SnapshotHeader{}, fmt.Errorf("snapshot: status moved from %d to %d while written", seq, seq2)
+	}
+	if seq == 0 || seq == s.lastSeq {
+		return SnapshotHeader{Seq: seq}, nil
+	}
+	var hzBuf, cmdBuf bytes.Buffer
+	nHz, err := s.Index.snapshotHazards(&hzBuf)
+	if err != nil {
+		return SnapshotHeader{}, err
+	}
+	nCmd := s.Index.snapshotCommands(&cmdBuf)
+	hdr := SnapshotHeader{Format: snapFormat, Seq: seq, EventID: eventID, Written: time.Now().UTC(), HazardType: hazardType(), Hazards: nHz, Commands: nCmd}
+	hj, _ := json.Marshal(hdr)
+
+	dir := filepath.Dir(s.Path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return hdr, err
+	}
+	f, err := os.CreateTemp(dir, ".readmodel-*.tmp")
+	if err != nil {
+		return hdr, err
+	}
+	defer os.Remove(f.Name())
+	sum := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(f, sum), 1<<20)
+	bw.WriteString(snapMagic)
+	for _, sec := range [][]byte{hj, stBuf.Bytes(), hzBuf.Bytes(), cmdBuf.Bytes()} {
+		writeUvarint(bw, uint64(len(sec)))
+		bw.Write(sec)
+	}
+	if err := bw.Flush(); err != nil {
+		f.Close()
+		return hdr, err
+	}
+	if _, err := f.Write(sum.Sum(nil)); err != nil {
+		f.Close()
+		return hdr, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return hdr, err
+	}
+	if err := f.Close(); err != nil {
+		return hdr, err
+	}
+	if err := os.Rename(f.Name(), s.Path); err != nil {
+		return hdr, err
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	s.lastSeq = seq
+	return hdr, nil
+}
+
+func writeUvarint(w *bufio.Writer, v uint64) {
+	var b [binary.MaxVarintLen64]byte
+	w.Write(b[:binary.PutUvarint(b[:], v)])
+}
+
+// Log is what Load checks a snapshot against: the event at its checkpoint must be the one
+// the snapshot names.
+type Log interface {
+	Get(ctx context.Context, seq uint64) (jsstore.Msg, error)
+}
+
+// ErrNoSnapshot: there is no usable snapshot (none, or of another log or shape).
+var ErrNoSnapshot = errors.New("no usable snapshot")
+
+// Load reads the snapshot into the empty index and status (before the runner starts) and
+// returns its header. A missing, damaged or foreign snapshot answers ErrNoSnapshot (wrapped
+// with the reason) and leaves both empty.
+func (s *Snapshots) Load(ctx context.Context, log Log) (SnapshotHeader, error) {
+	b, err := os.ReadFile(s.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return SnapshotHeader{}, ErrNoSnapshot
+	}
+	if err != nil {
+		return SnapshotHeader{}, err
+	}
+	no := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrNoSnapshot, s.Path, fmt.Sprintf(format, args...))
+	}
+	if len(b) < len(snapMagic)+sha256.Size || string(b[:len(snapMagic)]) != snapMagic {
+		return SnapshotHeader{}, no("not a snapshot")
+	}
+	body, want := b[:len(b)-sha256.Size], b[len(b)-sha256.Size:]
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], want) {
+		return SnapshotHeader{}, no("checksum mismatch (damaged)")
+	}
+	r := bytes.NewReader(body[len(snapMagic):])
+	var secs [4][]byte
+	for i := range secs {
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n > uint64(r.Len()) {
+			return SnapshotHeader{}, no("truncated section %d", i)
+		}
+		secs[i] = make([]byte, n)
+		_, _ = io.ReadFull(r, secs[i])
+	}
+	var hdr SnapshotHeader
+	if err := json.Unmarshal(secs[0], &hdr); err != nil || hdr.Format != snapFormat {
+		return hdr, no("unknown format")
+	}
+	if hdr.HazardType != hazardType() {
+		return hdr, no("written by another version of the hazard index")
+	}
+	if log != nil {
+		m, err := log.Get(ctx, hdr.Seq)
+		if err != nil {
+			if events.ErrorOf(err).Kind == events.KindNotFound {
+				return hdr, no("the log has no event at its checkpoint %d", hdr.Seq)
+			}
+			return hdr, err // the store is unavailable: do not throw a good snapshot away
+		}
+		if m.MsgID != hdr.EventID {
+			return hdr, no("the event at %d is %s, not %s: another log", hdr.Seq, m.MsgID, hdr.EventID)
+		}
+	}
+	if err := s.Status.ReadSnapshot(bytes.NewReader(secs[1])); err != nil {
+		return hdr, no("%v", err)
+	}
+	if err := s.Index.restore(secs[2], secs[3], hdr.Seq); err != nil {
+		s.Status.Reset()
+		return hdr, no("%v", err)
+	}
+	s.lastSeq = hdr.Seq
+	return hdr, nil
+}
+
+// Run saves a snapshot every interval while the log moves on, until ctx ends.
+func (s *Snapshots) Run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		h, err := s.Save()
+		switch {
+		case err != nil:
+			s.log().Warn("snapshot failed", "path", s.Path, "err", err)
+		case h.Hazards > 0:
+			s.log().Info("snapshot saved", "path", s.Path, "seq", h.Seq, "hazards", h.Hazards, "took", time.Since(start).Round(time.Millisecond))
+		}
+	}
+}
+
+func (s *Snapshots) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
+}
+
+// snapshotHazards gob-encodes every hazard in chunks, taking the read lock per chunk only.
+func (x *Index) snapshotHazards(w *bytes.Buffer) (int, error) {
+	n := 0
+	chunk := make([]events.Hazard, 0, snapChunk)
+	for i := 0; ; {
+		chunk = chunk[:0]
+		x.mu.RLock()
+		for ; i < len(x.byRep) && len(chunk) < snapChunk; i++ {
+			chunk = append(chunk, *x.byRep[i])
+		}
+		x.mu.RUnlock()
+		if len(chunk) == 0 {
+			return n, nil
+		}
+		var b bytes.Buffer
+		if err := gob.NewEncoder(&b).Encode(chunk); err != nil {
+			return n, err
+		}
+		var l [binary.MaxVarintLen64]byte
+		w.Write(l[:binary.PutUvarint(l[:], uint64(b.Len()))])
+		w.Write(b.Bytes())
+		n += len(chunk)
+	}
+}
+
+// snapshotCommands encodes the command-id map (under the read lock: ~30 ns per command).
+func (x *Index) snapshotCommands(w *bytes.Buffer) int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var b [binary.MaxVarintLen64]byte
+	for id, r := range x.cmds {
+		hid, _ := uuid.Parse(r.HazardID)
+		w.Write(id[:])
+		w.Write(hid[:])
+		code := byte(len(typeCodes))
+		for i, t := range typeCodes {
+			if t == r.Type {
+				code = byte(i)
+			}
+		}
+		w.WriteByte(code)
+		w.Write(b[:binary.PutUvarint(b[:], uint64(r.Version))])
+		w.Write(b[:binary.PutUvarint(b[:], r.Seq)])
+	}
+	return len(x.cmds)
+}
+
+// restore fills the empty index from a snapshot's sections.
+func (x *Index) restore(hz, cmds []byte, seq uint64) error {
+	hazards := map[string]*events.Hazard{}
+	r := bytes.NewReader(hz)
+	for r.Len() > 0 {
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n > uint64(r.Len()) {
+			return fmt.Errorf("index chunk: truncated")
+		}
+		var chunk []events.Hazard
+		if err := gob.NewDecoder(io.LimitReader(r, int64(n))).Decode(&chunk); err != nil {
+			return fmt.Errorf("index chunk: %w", err)
+		}
+		for i := range chunk {
+			h := &chunk[i]
+			if old := hazards[h.ID]; old == nil || old.Seq < h.Seq {
+				hazards[h.ID] = h // a hazard copied twice (shifted between chunks): keep the later
+			}
+		}
+	}
+	byRep := make([]*events.Hazard, 0, len(hazards))
+	for _, h := range hazards {
+		if s, ok := x.cat.Sector(h.Sector); ok {
+			h.Sector = s.Code // share the catalog's string, as Evolve does
+		}
+		byRep = append(byRep, h)
+	}
+	sort.Slice(byRep, func(i, j int) bool { return byRep[i].ReportSeq < byRep[j].ReportSeq })
+	cm := make(map[uuid.UUID]CommandRecord, len(cmds)/40)
+	cr := bytes.NewReader(cmds)
+	for cr.Len() > 0 {
+		var id, hid uuid.UUID
+		if _, err := io.ReadFull(cr, id[:]); err != nil {
+			return fmt.Errorf("commands: truncated")
+		}
+		if _, err := io.ReadFull(cr, hid[:]); err != nil {
+			return fmt.Errorf("commands: truncated")
+		}
+		code, err := cr.ReadByte()
+		if err != nil || int(code) >= len(typeCodes) {
+			return fmt.Errorf("commands: bad type")
+		}
+		v, err1 := binary.ReadUvarint(cr)
+		s, err2 := binary.ReadUvarint(cr)
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("commands: truncated")
+		}
+		hs := hid.String()
+		if h := hazards[hs]; h != nil {
+			hs = h.ID // share the hazard's id string
+		}
+		cm[id] = CommandRecord{HazardID: hs, Type: typeCodes[code], Version: int(v), Seq: s}
+	}
+	x.mu.Lock()
+	if len(x.hz) != 0 || x.applied != 0 {
+		x.mu.Unlock()
+		return fmt.Errorf("index is not empty")
+	}
+	x.hz, x.byRep, x.cmds = hazards, byRep, cm
+	x.mu.Unlock()
+	x.MarkApplied(seq)
+	return nil
+}

@@ -25,6 +25,15 @@ usage: qingling <command> [flags]
   user        add, list, disable, enable, rotate users (the users file)
   version     print the version
 
+client verbs (--server URL or --nats URL, --actor NAME or --token, --json, --outbox DIR):
+  report      report a finding 上报隐患 (--photo FILE uploads evidence first)
+  amend grade list plan progress extend complete reject clear reopen withdraw <id>
+              one verb per action (list <id> --level … is 挂牌督办)
+  show <id>   a hazard's state and details
+  history <id>  its events, occurred_at and recorded_at apart
+  list        hazards by filter (--sector --region --status --overdue … --all)
+  sync        send the offline outbox (--outbox DIR) in order
+
 Run "qingling <command> -h" for a command's flags.
 `
 
@@ -51,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serveCmd(ctx, args[1:], stdout, stderr)
 	case "user":
 		return userCmd(args[1:], stdout, stderr)
+	case "report", "amend", "grade", "list", "plan", "progress", "extend", "complete", "reject", "clear", "reopen", "withdraw", "show", "history", "sync":
+		return clientCmd(ctx, args[0], args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "qingling 0.1")
 		return exitOK

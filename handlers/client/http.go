@@ -92,7 +92,7 @@ func (t *HTTP) identify(req *http.Request, actor string) {
 func (t *HTTP) do(ctx context.Context, req *http.Request) (int, http.Header, []byte, error) {
 	res, err := t.Client.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
 			return 0, nil, nil, ctx.Err()
 		}
 		return 0, nil, nil, unreachable("cannot reach %s: %v", t.Base, shortNetErr(err))
@@ -100,7 +100,7 @@ func (t *HTTP) do(ctx context.Context, req *http.Request) (int, http.Header, []b
 	defer res.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(res.Body, evidence.MaxSize+1<<20))
 	if err != nil {
-		if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
 			return 0, nil, nil, ctx.Err()
 		}
 		return 0, nil, nil, unreachable("the answer from %s broke off: %v", t.Base, err)

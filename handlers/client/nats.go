@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,6 +27,10 @@ type NATS struct {
 	own     bool
 	user    string        // who downloads (the subject's user)
 	Timeout time.Duration // per request, default 20s
+
+	mu     sync.Mutex
+	denied string        // the last permissions violation the server reported (DialNATS only)
+	notify chan struct{} // closed at each violation, so that a request stops waiting
 }
 
 var _ Transport = (*NATS)(nil)
@@ -37,7 +42,19 @@ func DialNATS(url, user, seed string, opts ...nats.Option) (*NATS, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts = append(append([]nats.Option{nats.Name("qingling-client"), nats.Timeout(5 * time.Second)}, uopts...), opts...)
+	t := &NATS{user: user, Timeout: 20 * time.Second, own: true, notify: make(chan struct{})}
+	// A denied publish or subscribe arrives only as an asynchronous error, and the request
+	// then times out: keep it, to say "not permitted" instead of "no answer".
+	onErr := nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			t.mu.Lock()
+			t.denied = err.Error()
+			close(t.notify)
+			t.notify = make(chan struct{})
+			t.mu.Unlock()
+		}
+	})
+	opts = append(append([]nats.Option{nats.Name("qingling-client"), nats.Timeout(5 * time.Second), onErr}, uopts...), opts...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization") {
@@ -45,8 +62,7 @@ func DialNATS(url, user, seed string, opts ...nats.Option) (*NATS, error) {
 		}
 		return nil, unreachable("cannot reach NATS at %s: %v", url, err)
 	}
-	t := NewNATS(nc, user)
-	t.own = true
+	t.nc = nc
 	return t, nil
 }
 
@@ -96,9 +112,30 @@ func (t *NATS) request(ctx context.Context, actor, verb string, body []byte, hdr
 	msg := &nats.Msg{Subject: natsapi.Subject(actor, verb), Data: body, Header: hdr}
 	rctx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
+	t.mu.Lock()
+	t.denied = ""
+	notify := t.notify
+	t.mu.Unlock()
+	if notify != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			select {
+			case <-notify:
+				cancel()
+			case <-stop:
+			}
+		}()
+	}
 	reply, err := t.nc.RequestMsgWithContext(rctx, msg)
 	if err != nil {
-		if ctx.Err() != nil {
+		t.mu.Lock()
+		denied := t.denied
+		t.mu.Unlock()
+		if denied != "" {
+			return nil, events.Errorf(events.KindForbidden, "nats_not_permitted", "subject", "NATS refused %s for this user: %s", msg.Subject, denied)
+		}
+		if errors.Is(ctx.Err(), context.Canceled) {
 			return nil, ctx.Err()
 		}
 		if errors.Is(err, nats.ErrNoResponders) {

@@ -28,6 +28,23 @@ import (
 type Outbox struct {
 	Dir   string
 	Clock func() time.Time // the field clock, default time.Now: a queued command's occurred_at
+	// Catalog, when set, checks a report as the server will before it is queued, so that a
+	// finding is not kept for days only to be refused for a typo.
+	Catalog *events.Catalog
+}
+
+// check decides a queued report offline; other commands depend on state the server holds.
+func (o *Outbox) check(cmd Command) error {
+	if o.Catalog == nil || cmd.Action != events.ActReport {
+		return nil
+	}
+	dc, err := events.DecodeCommand(cmd.Action, "", cmd.Body)
+	if err != nil {
+		return err
+	}
+	events.ResolveIDs(dc)
+	_, err = events.Decide(o.Catalog, nil, dc, o.now().Add(events.MaxClockSkew), events.DefaultSource)
+	return err
 }
 
 // Entry is one queued command.
@@ -96,6 +113,9 @@ func parseEntryName(name string) (int64, bool) {
 // at once: each entry is created whole under a fresh sequence number.
 func (o *Outbox) Queue(cmd Command, files []File) (Entry, error) {
 	if err := cmd.StampOccurred(o.now()); err != nil {
+		return Entry{}, err
+	}
+	if err := o.check(cmd); err != nil {
 		return Entry{}, err
 	}
 	if err := os.MkdirAll(filepath.Join(o.Dir, "files"), 0o750); err != nil {
@@ -197,12 +217,15 @@ func (o *Outbox) Deliver(ctx context.Context, c *Client, cmd Command, files []Fi
 	if err := cmd.StampOccurred(o.now()); err != nil {
 		return Result{}, nil, err
 	}
+	if err := o.check(cmd); err != nil {
+		return Result{}, nil, err
+	}
 	err := upload(ctx, c, files)
 	var res Result
 	if err == nil {
 		res, err = c.Send(ctx, cmd)
 	}
-	if err == nil || !Retryable(err) || ctx.Err() != nil {
+	if err == nil || !Retryable(err) {
 		return res, nil, err
 	}
 	e, qerr := o.Queue(cmd, files)

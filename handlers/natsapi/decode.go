@@ -24,6 +24,7 @@ type request struct {
 	id     string             // show, history
 	minSeq uint64             // show, list: wait until the read model has applied this seq
 	filter projections.Filter // list (the query)
+	params url.Values         // status: the HTTP query parameters
 	sha256 string             // download
 	data   []byte             // upload: the file
 	name   string             // upload: its name
@@ -77,6 +78,12 @@ func decodeRequest(cat *events.Catalog, subject string, hdr nats.Header, body []
 		req.cmd, err = events.DecodeCommand(verb, "", body)
 	case VerbShow, VerbHistory:
 		err = req.decodeHazardQuery(body)
+	case VerbStatus:
+		fields, perr := object(body, true)
+		if perr != nil {
+			return nil, perr
+		}
+		req.params, err = values(fields)
 	case VerbDownload:
 		var q struct {
 			SHA256 string `json:"sha256"`
@@ -203,22 +210,9 @@ func (r *request) decodeHazardQuery(body []byte) error {
 // decodeListQuery turns {"sector": "mine", "limit": 50, "overdue": true} into the HTTP
 // query parameters and checks them as the HTTP API does.
 func (r *request) decodeListQuery(cat *events.Catalog, fields map[string]json.RawMessage) error {
-	q := url.Values{}
-	for k, raw := range fields {
-		var v any
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return events.Errorf(events.KindInvalid, "malformed_json", clip(k, 60), "malformed value of %q", clip(k, 60))
-		}
-		switch x := v.(type) {
-		case string:
-			q.Set(k, x)
-		case bool:
-			q.Set(k, strconv.FormatBool(x))
-		case float64:
-			q.Set(k, strconv.FormatFloat(x, 'f', -1, 64))
-		default:
-			return events.Errorf(events.KindInvalid, "wrong_type", clip(k, 60), "%q must be a string, number or boolean", clip(k, 60))
-		}
+	q, err := values(fields)
+	if err != nil {
+		return err
 	}
 	f, err := httpapi.ParseFilter(q, cat)
 	if err != nil {
@@ -233,6 +227,28 @@ func (r *request) decodeListQuery(cat *events.Catalog, fields map[string]json.Ra
 	}
 	r.filter = f
 	return nil
+}
+
+// values turns {"sector": "mine", "limit": 50, "overdue": true} into HTTP query parameters.
+func values(fields map[string]json.RawMessage) (url.Values, error) {
+	q := url.Values{}
+	for k, raw := range fields {
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, events.Errorf(events.KindInvalid, "malformed_json", clip(k, 60), "malformed value of %q", clip(k, 60))
+		}
+		switch x := v.(type) {
+		case string:
+			q.Set(k, x)
+		case bool:
+			q.Set(k, strconv.FormatBool(x))
+		case float64:
+			q.Set(k, strconv.FormatFloat(x, 'f', -1, 64))
+		default:
+			return nil, events.Errorf(events.KindInvalid, "wrong_type", clip(k, 60), "%q must be a string, number or boolean", clip(k, 60))
+		}
+	}
+	return q, nil
 }
 
 // headerSafe makes a text fit for a NATS header value: one line, bounded.

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -35,6 +36,7 @@ const (
 	// Evidence over NATS (NATS permissions give users no object store rights): the upload's
 	// body is the file (name in Qingling-Evidence-Name), a download's body {"sha256": …}. A
 	// file must fit in one NATS message (the server's max_payload); larger ones go over HTTP.
+	VerbStatus   = "status" // only when Config.Status is set
 	VerbUpload   = "upload"
 	VerbDownload = "download"
 
@@ -50,7 +52,7 @@ const (
 func Verbs() []string { return append(slices.Clone(events.Actions), VerbShow, VerbHistory) }
 
 func isVerb(v string) bool {
-	return v == VerbShow || v == VerbHistory || v == VerbUpload || v == VerbDownload || events.ActionType(v) != ""
+	return v == VerbShow || v == VerbHistory || v == VerbStatus || v == VerbUpload || v == VerbDownload || events.ActionType(v) != ""
 }
 
 // Users finds the user a subject names (identity.Store is one).
@@ -73,6 +75,10 @@ type Config struct {
 	Users Users
 	// Evidence, when set, adds the upload and download endpoints.
 	Evidence *evidence.Store
+	// Status, when set, adds the status endpoint: it answers the zero-out status for the HTTP
+	// API's GET /v1/status query parameters (sector, region, as_of, from, to), read by user
+	// (nil without identities), with the same body the HTTP route gives.
+	Status func(ctx context.Context, user *events.User, params url.Values) (any, error)
 }
 
 // Server is the running service.
@@ -111,6 +117,9 @@ func Start(nc *nats.Conn, cfg Config) (*Server, error) {
 	}
 	s.svc = svc
 	verbs := Verbs()
+	if cfg.Status != nil {
+		verbs = append(verbs, VerbStatus)
+	}
 	if cfg.Evidence != nil {
 		verbs = append(verbs, VerbUpload, VerbDownload)
 	}
@@ -215,6 +224,12 @@ func (s *Server) serve(ctx context.Context, mr micro.Request) (int, any, micro.H
 		return code, info, hdr, nil
 	case VerbDownload:
 		return s.download(ctx, req.sha256)
+	case VerbStatus:
+		v, err := s.cfg.Status(ctx, user, req.params)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		return 200, v, hdr, nil
 	}
 	if !req.query() {
 		res, err := a.Execute(ctx, req.cmd)

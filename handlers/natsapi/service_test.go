@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -369,5 +370,31 @@ func TestIdentitiesAndEvidenceOverNATS(t *testing.T) {
 	}
 	if r := e.req(t, "desk-km", "show", map[string]any{"id": ok.body["id"]}); r.status() != "200" {
 		t.Fatalf("desk reads its jurisdiction: %v %s", r.msg.Header, r.msg.Data)
+	}
+}
+
+func TestStatusEndpointWhenConfigured(t *testing.T) {
+	e := start(t)
+	if r, err := e.nc.Request(natsapi.Subject("desk-1", "status"), nil, 200*time.Millisecond); err == nil {
+		t.Fatalf("status answered without a status function: %s", r.Data)
+	}
+	_ = e.svc.Stop()
+	svc, err := natsapi.Start(e.nc, natsapi.Config{App: e.app, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Status: func(_ context.Context, u *events.User, q url.Values) (any, error) {
+			if q.Get("sector") == "coal" {
+				return nil, events.Errorf(events.KindInvalid, "unknown_sector", "sector", "unknown sector")
+			}
+			return map[string]any{"rows": []any{}, "sector": q.Get("sector"), "as_of": q.Get("as_of")}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	r := e.req(t, "desk-1", "status", map[string]any{"sector": "mine", "as_of": "2026-01-01"})
+	if r.status() != "200" || r.body["sector"] != "mine" || r.body["as_of"] != "2026-01-01" {
+		t.Fatalf("status: %v %s", r.msg.Header, r.msg.Data)
+	}
+	if r := e.req(t, "desk-1", "status", map[string]any{"sector": "coal"}); r.status() != "400" || r.errCode() != "unknown_sector" {
+		t.Fatalf("status refused: %v %s", r.msg.Header, r.msg.Data)
 	}
 }

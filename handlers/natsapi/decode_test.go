@@ -93,6 +93,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		{"qingling.cmd.a.grade", "", `[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]`},
 		{"qingling.cmd..report", "", `{}`},
 		{"qingling.cmd.a.reopen", "x", "\x00"},
+		{"qingling.cmd.desk-1.status", "", `{"sector":"mine","region":"530100","as_of":"2026-01-01"}`},
+		{"qingling.cmd.a.download", "", `{"sha256":"` + strings.Repeat("b", 64) + `"}`},
+		{"qingling.cmd.a.upload", "", "\x89PNG\r\n\x1a\n\x00\x00"},
 	} {
 		f.Add(s.subject, s.key, []byte(s.body))
 	}

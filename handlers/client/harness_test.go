@@ -34,7 +34,7 @@ type server struct {
 	url   string
 }
 
-func startServer(t *testing.T) *server {
+func startServer(t testing.TB) *server {
 	t.Helper()
 	ns, err := jsstore.RunServer(jsstore.ServerConfig{Dir: t.TempDir(), NoSync: true})
 	if err != nil {
@@ -76,7 +76,7 @@ func startServer(t *testing.T) *server {
 	return &server{nc: nc, store: store, ev: ev, index: idx, url: hs.URL}
 }
 
-func (s *server) httpClient(t *testing.T, actor string) *client.Client {
+func (s *server) httpClient(t testing.TB, actor string) *client.Client {
 	t.Helper()
 	tr, err := client.NewHTTP(s.url)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +28,12 @@ type Config struct {
 	// Leaves are the county offices whose logs this (hub) stream sources, with a subject
 	// transform leaf.<county>.hz.> → hz.>.
 	Leaves []Leaf
+	// NoSync says the server does not fsync before it acknowledges (ServerConfig.NoSync):
+	// group commit is then off unless asked for.
+	NoSync bool
+	// GroupCommit gathers concurrent appends into atomic batches (batch.go); on by default
+	// (GroupAuto) for a durable stream, off with GroupCommit.Mode = GroupOff.
+	GroupCommit GroupCommit
 }
 
 // Leaf is a county office's JetStream domain and county code.
@@ -51,6 +58,7 @@ func (c *Config) setDefaults() {
 	if c.RetryFor == 0 {
 		c.RetryFor = 5 * time.Second
 	}
+	c.GroupCommit.setDefaults(c.NoSync)
 }
 
 // Store appends and reads hazard events.
@@ -59,6 +67,9 @@ type Store struct {
 	js  jetstream.JetStream
 	str jetstream.Stream
 	cfg Config
+
+	gc      *committer // nil without group commit
+	singles atomic.Uint64
 }
 
 // Msg is one stored event.
@@ -133,7 +144,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream %s (replicas %d): %w", cfg.Stream, cfg.Replicas, err)
 	}
-	return &Store{nc: nc, js: js, str: str, cfg: cfg}, nil
+	st := &Store{nc: nc, js: js, str: str, cfg: cfg}
+	if cfg.GroupCommit.Mode == GroupOn {
+		st.gc = newCommitter(st, cfg.GroupCommit)
+	}
+	return st, nil
 }
 
 // JetStream returns the JetStream context the store uses.
@@ -162,9 +177,26 @@ type Ack struct {
 // Append stores one event with its optimistic-concurrency check. A stale check comes back as
 // an *events.Error of kind conflict and code "stale_state"; an earlier attempt of the same
 // event is reported as a duplicate ack. Timeouts and missing responders are retried with the
-// same Msg-Id for up to Config.RetryFor, then answered as unavailable.
+// same Msg-Id for up to Config.RetryFor, then answered as unavailable. With many appends in
+// flight, they are committed in atomic batches (batch.go), with the same answers.
 func (s *Store) Append(ctx context.Context, a Append) (Ack, error) {
 	a.Subject = s.cfg.Prefix + a.Subject
+	if c := s.gc; c != nil {
+		grouped := c.enter()
+		defer c.leave()
+		if grouped {
+			if ack, ok, err := c.append(ctx, a); ok {
+				return ack, err
+			}
+		}
+		defer c.plain()()
+	}
+	return s.appendOne(ctx, a)
+}
+
+// appendOne is Append as a plain publish; a.Subject is prefixed.
+func (s *Store) appendOne(ctx context.Context, a Append) (Ack, error) {
+	s.singles.Add(1)
 	msg := &nats.Msg{Subject: a.Subject, Data: a.Data, Header: nats.Header{}}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(a.MsgID), jetstream.WithExpectStream(s.cfg.Stream), jetstream.WithRetryAttempts(0)}
 	if a.New {

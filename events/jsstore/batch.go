@@ -328,4 +328,3 @@ func (s *Store) batchMsg(a *Append) *nats.Msg {
 	}
 	return &nats.Msg{Subject: a.Subject, Data: a.Data, Header: h}
 }
-

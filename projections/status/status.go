@@ -389,6 +389,9 @@ func (x *Projection) row(r int32, v *vec) Row {
 		Level: ri.level, Counts: c, Zeroed: c.Zeroed(), StockZeroed: c.StockZeroed()}
 }
 
+// Now is the projection's clock.
+func (x *Projection) Now() time.Time { return x.clock() }
+
 // Seq is the last stream sequence applied.
 func (x *Projection) Seq() uint64 {
 	x.mu.RLock()

@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"qingling/events"
 	"qingling/events/jsstore"
 	"qingling/projections/audit"
 )
@@ -81,7 +83,7 @@ func ReadLog(ctx context.Context, js jetstream.JetStream, stream string, filter 
 		if err != nil {
 			return err
 		}
-		if err := fn(audit.Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), MsgID: m.Headers().Get(jetstream.MsgIDHeader)}, md.NumPending); err != nil {
+		if err := fn(audit.Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Source: m.Headers().Get("Nats-Stream-Source")}, md.NumPending); err != nil {
 			return err
 		}
 		if md.NumPending == 0 {
@@ -114,4 +116,40 @@ func ReadCheckpoints(ctx context.Context, js jetstream.JetStream) (cps []*audit.
 		return nil
 	})
 	return cps, bad, err
+}
+
+// SubjectFilter is the log subject of a sector (or ""), a region at any level (or "") and a
+// hazard id (or ""): what replay, verify and the exports read.
+func SubjectFilter(cat *events.Catalog, sector, region, hazard string) (string, error) {
+	tok := []string{"hz", "*", "*", "*", "*", "*"}
+	if sector != "" {
+		if _, ok := cat.Sector(sector); !ok {
+			return "", events.Errorf(events.KindInvalid, "unknown_sector", "sector", "unknown sector %q", sector)
+		}
+		tok[1] = sector
+	}
+	if region != "" {
+		g, ok := cat.Region(region)
+		if !ok {
+			return "", events.Errorf(events.KindInvalid, "unknown_region", "region", "unknown region code %q", region)
+		}
+		path := []string{g.Code}
+		for p, ok := cat.Region(g.Parent); ok; p, ok = cat.Region(p.Parent) {
+			path = append([]string{p.Code}, path...)
+		}
+		if len(path) > 3 {
+			return "", events.Errorf(events.KindInvalid, "unknown_region", "region", "region %s is below county level", region)
+		}
+		copy(tok[2:], path)
+	}
+	if hazard != "" {
+		if err := events.CanonicalUUID("hazard", hazard); err != nil {
+			return "", err
+		}
+		tok[5] = hazard
+	}
+	if tok[5] == "*" && tok[4] == "*" && tok[3] == "*" && tok[2] == "*" && tok[1] == "*" {
+		return "hz.>", nil
+	}
+	return strings.Join(tok, "."), nil
 }

@@ -21,6 +21,9 @@ type Msg struct {
 	Subject string
 	Data    []byte
 	MsgID   string // Nats-Msg-Id
+	// Source is the Nats-Stream-Source header of a message sourced from another stream (a
+	// county office's log on the hub): its own checkpoints vouch for it, not this log's.
+	Source string
 }
 
 // Keys maps each user id to every nkey public key it ever had (a rotated key still verifies
@@ -109,6 +112,7 @@ type Report struct {
 	Instances   int            `json:"instances"`
 	Covered     int            `json:"covered"` // events of the log some checkpoint covers
 	Pending     int            `json:"pending"` // events after the horizon, not yet checkpointed
+	Sourced     int            `json:"sourced"` // events sourced from county offices' logs (their checkpoints vouch for them)
 	Horizon     uint64         `json:"horizon"` // every event up to here must be covered
 	Partial     bool           `json:"partial"` // gaps and checkpoints not checked
 	Problems    []Problem      `json:"problems"`
@@ -124,6 +128,8 @@ type logEntry struct {
 	hash [32]byte
 	hz   int32 // index into Verifier.ids; -1 when the subject names no hazard
 	in   bool  // inside the report filter
+	// sourced from another stream
+	sourced bool
 }
 
 type hzState struct {
@@ -184,6 +190,9 @@ type Prepared struct {
 func (v *Verifier) Prepare(m Msg) *Prepared {
 	p := &Prepared{Msg: m, hash: sha256.Sum256(m.Data)}
 	p.tokens = strings.Split(m.Subject, ".")
+	if len(p.tokens) == 8 && p.tokens[0] == "leaf" {
+		p.tokens = p.tokens[2:] // a county office's own log: leaf.<county>.hz.…
+	}
 	p.ev, p.err = events.ParseEvent(m.Data)
 	if p.err == nil {
 		p.payload, p.err = p.ev.Payload()
@@ -215,7 +224,10 @@ func (v *Verifier) Apply(p *Prepared) {
 		v.next = m.Seq + 1
 	}
 	r.LastSeq = max(r.LastSeq, m.Seq)
-	le := logEntry{seq: m.Seq, hash: p.hash, hz: -1}
+	le := logEntry{seq: m.Seq, hash: p.hash, hz: -1, sourced: m.Source != ""}
+	if le.sourced {
+		r.Sourced++
+	}
 	defer func() { v.log = append(v.log, le) }()
 
 	id := ""
@@ -558,7 +570,7 @@ func (v *Verifier) checkpoints() {
 		switch {
 		case covered.has(le.seq):
 			v.rep.Covered++
-		case explained.has(le.seq):
+		case explained.has(le.seq), le.sourced:
 		case le.seq > horizon:
 			v.rep.Pending++
 		case le.in:

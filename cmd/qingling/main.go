@@ -33,6 +33,9 @@ client verbs (--server URL or --nats URL, --actor NAME or --token, --json, --out
   history <id>  its events, occurred_at and recorded_at apart
   list        hazards by filter (--sector --region --status --overdue … --all)
   sync        send the offline outbox (--outbox DIR) in order
+  status      the zero-out status table 清零状态 (prefecture × sector; --sector, --region, --as-of, --from/--to)
+  watch       live status changes 实时变化 (--sector, --region), resuming after a break
+  rebuild     rebuild the read model from the log (server stopped, or --nats), with progress
 
 Run "qingling <command> -h" for a command's flags.
 `
@@ -62,6 +65,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return userCmd(args[1:], stdout, stderr)
 	case "report", "amend", "grade", "list", "plan", "progress", "extend", "complete", "reject", "clear", "reopen", "withdraw", "show", "history", "sync":
 		return clientCmd(ctx, args[0], args[1:], stdout, stderr)
+	case "status":
+		return statusCmd(ctx, args[1:], stdout, stderr)
+	case "watch":
+		return watchCmd(ctx, args[1:], stdout, stderr)
+	case "rebuild":
+		return rebuildCmd(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "qingling 0.1")
 		return exitOK

@@ -81,6 +81,8 @@ type Main struct {
 	Evidence *evidence.Store // hz_evidence
 	Service  *natsapi.Server // the NATS micro service "qingling"
 
+	statusWiring // zero-out status, hz_status, feeds, snapshots (status.go)
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -179,8 +181,10 @@ func (m *Main) open(ctx context.Context) error {
 	m.App.Evidence = m.Evidence.Has
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
-	m.wg.Add(1)
-	go func() { defer m.wg.Done(); _ = m.Runner.Run(runCtx) }()
+	if err := m.openStatus(ctx); err != nil {
+		return err
+	}
+	m.runStatus(runCtx) // catch-up, then the runner; the status clock, KV writer, feed, snapshots
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -217,9 +221,12 @@ func (m *Main) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// /v1/status, /v1/status/daily, /v1/feed
+	api.Extra = m.statusRoutes(api, api.Extra)
 	api.Extra = web.Routes(board, api.Extra) // the board at / and /assets/ (public), after every other route
 	m.HTTP = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 0 /* SSE */, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	m.HTTP.RegisterOnShutdown(m.closeFeeds) // end the feeds, or Shutdown waits for them
 	addr := cfg.HTTPAddr
 	if addr == "" {
 		addr = "127.0.0.1:8080"
@@ -320,6 +327,7 @@ func (m *Main) Close() error {
 		m.cancel()
 	}
 	m.wg.Wait()
+	m.closeStatus()
 	if m.Service != nil {
 		_ = m.Service.Stop()
 	}

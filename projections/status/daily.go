@@ -44,6 +44,11 @@ func (x *Projection) addDaily(leaf int32, d int32, from, to uint16) {
 	s := x.daily[leaf]
 	i := sort.Search(len(s), func(i int) bool { return s[i].day >= d })
 	if i == len(s) || s[i].day != d {
+		if len(s) == cap(s) { // grow by a quarter, not double: there is one slice per leaf
+			g := make([]dayDelta, len(s), len(s)+len(s)/4+4)
+			copy(g, s)
+			s = g
+		}
 		s = append(s, dayDelta{})
 		copy(s[i+1:], s[i:])
 		s[i] = dayDelta{day: d}

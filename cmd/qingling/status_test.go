@@ -279,7 +279,10 @@ func TestStatusAndWatchVerbs(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan int)
-	go func() { done <- run(ctx, []string{"watch", "--server", m.URL(), "--sector", "chem", "--region", "530181"}, pw, &errb); pw.Close() }()
+	go func() {
+		done <- run(ctx, []string{"watch", "--server", m.URL(), "--sector", "chem", "--region", "530181"}, pw, &errb)
+		pw.Close()
+	}()
 	sc := bufio.NewScanner(pr)
 	if !sc.Scan() || !strings.Contains(sc.Text(), "chem.530000.530100.530181") || !strings.Contains(sc.Text(), "安宁市") {
 		t.Fatalf("watch: %q", sc.Text())

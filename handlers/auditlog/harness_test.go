@@ -26,7 +26,7 @@ var demoNow = time.Date(2025, 6, 30, 18, 0, 0, 0, events.Shanghai)
 // rig is a Qingling command path on a real JetStream store, with the recorder and the
 // checkpointer wired as serve wires them.
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *server.Server
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -42,7 +42,7 @@ type rig struct {
 	subjOf map[string]string
 }
 
-func newRig(t *testing.T, hazards int) *rig {
+func newRig(t testing.TB, hazards int) *rig {
 	t.Helper()
 	srv, err := jsstore.RunServer(jsstore.ServerConfig{Dir: t.TempDir(), NoSync: true})
 	if err != nil {

@@ -27,7 +27,7 @@ func TestDecodeAsParseEvent(t *testing.T) {
 	raw, _ := ev.Marshal()
 	cases := []string{
 		string(raw),
-		strings.Replace(string(raw), `"type"`, `"TYPE"`, 1),                                    // names without regard to case
+		strings.Replace(string(raw), `"type"`, `"TYPE"`, 1),                                 // names without regard to case
 		strings.Replace(string(raw), `"actor":"insp-1"`, `"actor":"x","actor":"insp-2"`, 1), // the last of duplicates
 		strings.Replace(string(raw), `"specversion":"1.0"`, `"specversion":"0.3"`, 1),       // not an event
 		`{"specversion":"1.0","type":"hazard.nonsense","subject":"x","data":{}}`,

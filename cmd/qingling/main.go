@@ -37,6 +37,13 @@ client verbs (--server URL or --nats URL, --actor NAME or --token, --json, --out
   watch       live status changes 实时变化 (--sector, --region), resuming after a break
   rebuild     rebuild the read model from the log (server stopped, or --nats), with progress
 
+audit (--nats URL --user AUDITOR --nkey FILE, or --data DIR of a stopped server):
+  verify      prove the log untampered 校验: chains, gaps, hashes, signatures, checkpoints,
+              lifecycle (--checkpoints FILE --keys FILE --sector --region --from --to); exit 9 on a problem
+  replay      events as JSON lines 回放 (--sector --region --hazard --from --to --out FILE)
+  checkpoint export  the signed checkpoints for auditors to keep (--out FILE --keys FILE)
+  export ledger|quarterly  隐患台账 / 季度统计表 as CSV or XLSX (--quarter 2025Q1 | --from --to, --out FILE)
+
 Run "qingling <command> -h" for a command's flags.
 `
 
@@ -71,6 +78,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return watchCmd(ctx, args[1:], stdout, stderr)
 	case "rebuild":
 		return rebuildCmd(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return verifyCmd(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return replayCmd(ctx, args[1:], stdout, stderr)
+	case "checkpoint":
+		return checkpointCmd(ctx, args[1:], stdout, stderr)
+	case "export":
+		return exportCmd(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "qingling 0.1")
 		return exitOK

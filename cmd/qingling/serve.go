@@ -62,6 +62,7 @@ type Config struct {
 	LeafListen   string         // the hub's leafnode listen address
 	LeafPassword string         // the hub's password for leaf links (user "leaf")
 	Leaves       []jsstore.Leaf // the hub sources these offices' logs
+	AuditConfig                 // signatures and checkpoints (audit_serve.go)
 }
 
 // Main is one running Qingling: NATS (embedded or not), the store, the projections, HTTP.
@@ -82,6 +83,7 @@ type Main struct {
 	Service  *natsapi.Server // the NATS micro service "qingling"
 
 	statusWiring // zero-out status, hz_status, feeds, snapshots (status.go)
+	auditWiring  // this server's acks, checkpoints, signatures (audit_serve.go)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -181,6 +183,9 @@ func (m *Main) open(ctx context.Context) error {
 	m.App.Evidence = m.Evidence.Has
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
+	if err := m.openAudit(ctx, runCtx); err != nil {
+		return err
+	}
 	if err := m.openStatus(ctx); err != nil {
 		return err
 	}
@@ -221,6 +226,7 @@ func (m *Main) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	api.Extra = m.auditRoutes(api, api.Extra) // /v1/export/ledger, /v1/export/quarterly
 	// /v1/status, /v1/status/daily, /v1/feed
 	api.Extra = m.statusRoutes(api, api.Extra)
 	api.Extra = web.Routes(board, api.Extra) // the board at / and /assets/ (public), after every other route
@@ -367,7 +373,12 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.LeafListen, "leaf-listen", envOr("QINGLING_LEAF_LISTEN", ""), "province: accept county offices' leafnode links on this address")
 	fs.StringVar(&cfg.LeafPassword, "leaf-password", envOr("QINGLING_LEAF_PASSWORD", ""), "province: password of leaf links (user leaf)")
 	leafSrc := fs.String("leaf-source", envOr("QINGLING_LEAF_SOURCE", ""), "province: source these offices' logs, DOMAIN:COUNTY[,…]")
+	auditFlags := cfg.AuditConfig.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if err := auditFlags(); err != nil {
+		fmt.Fprintln(stderr, "qingling serve:", err)
 		return exitUsage
 	}
 	if *leafSrc != "" {

@@ -31,7 +31,12 @@ type Runner struct {
 	OnCaughtUp func(seq uint64)
 
 	ready atomic.Bool
+	dec   *decoder // the feed's decoder (status_rebuild.go), used by Run's goroutine only
 }
+
+// replayFrom is how far behind the log the runner must be to catch up through Replay (every
+// core decoding) before it follows the log event by event.
+const replayFrom = 4096
 
 // Ready reports whether the runner has caught up with the log since it started.
 func (r *Runner) Ready() bool { return r.ready.Load() }
@@ -45,6 +50,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		target, err := r.Source.LastSeq(ctx)
+		if err == nil && target > r.Index.Applied()+replayFrom {
+			_, err = Replay(ctx, r.Source, r.Index, r.Projections, nil)
+		}
 		if err == nil {
 			if r.Index.Applied() >= target {
 				r.caughtUp(r.Index.Applied())
@@ -82,11 +90,10 @@ func (r *Runner) caughtUp(seq uint64) {
 }
 
 func (r *Runner) apply(m jsstore.Msg) error {
-	e, err := events.ParseEvent(m.Data)
-	if err != nil {
-		return err
+	if r.dec == nil {
+		r.dec = newDecoder()
 	}
-	p, err := e.Payload()
+	e, p, err := r.dec.decode(m.Data)
 	if err != nil {
 		return err
 	}

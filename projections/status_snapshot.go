@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,6 +46,7 @@ type Snapshots struct {
 	Status *status.Projection
 	Log    *slog.Logger
 
+	mu      sync.Mutex // one save at a time
 	lastSeq uint64
 }
 
@@ -81,6 +83,8 @@ var typeCodes = []string{events.TypeReported, events.TypeAmended, events.TypeGra
 
 // Save writes a snapshot; it does nothing when nothing was applied since the last one.
 func (s *Snapshots) Save() (SnapshotHeader, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var stBuf bytes.Buffer
 	seq, eventID := s.Status.Checkpoint()
 	if err := s.Status.WriteSnapshot(&stBuf); err != nil {
@@ -215,7 +219,9 @@ func (s *Snapshots) Load(ctx context.Context, log Log) (SnapshotHeader, error) {
 		s.Status.Reset()
 		return hdr, no("%v", err)
 	}
+	s.mu.Lock()
 	s.lastSeq = hdr.Seq
+	s.mu.Unlock()
 	return hdr, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"qingling/events"
 	"qingling/events/jsstore"
 	"qingling/handlers/export"
+	"qingling/handlers/identity"
 )
 
 func auditRun(t *testing.T, args ...string) (int, string, string) {
@@ -220,4 +222,55 @@ func forgeReport(t *testing.T, dir string) forgedEvent {
 		t.Fatal(err)
 	}
 	return forgedEvent{seq: ack.Sequence, id: cmd.HazardID}
+}
+
+// TestAuditOverNATS: an auditor, with only the read rights its role grants on NATS, verifies
+// the running log, exports the checkpoints and replays a region — without the server's help.
+func TestAuditOverNATS(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.json")
+	cat, _ := events.LoadCatalog()
+	st, err := identity.Open(users, cat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aud, err := st.Add(events.User{ID: "aud-1", Role: events.RoleAuditor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	desk, err := st.Add(events.User{ID: "desk-1", Role: events.RoleDesk, Sectors: []string{"all"}, Jurisdiction: "530000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(context.Background(), Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:0", Users: users, Demo: true, DemoSize: 40, NoSync: true, Log: quietLog(), Out: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.Checkpoints.Checkpoint(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	seed := func(c identity.Credentials) string {
+		p := filepath.Join(dir, c.User+".nk")
+		if err := os.WriteFile(p, []byte(c.Seed), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	url := m.NATS.ClientURL()
+	code, out, errs := auditRun(t, "verify", "--nats", url, "--user", "aud-1", "--nkey", seed(aud), "--keys", users)
+	if code != exitOK || !strings.Contains(out, "OK") || !strings.Contains(out, "0 pending") {
+		t.Fatalf("verify as an auditor: %d\n%s\n%s", code, out, errs)
+	}
+	cps := filepath.Join(dir, "cps.jsonl")
+	if code, _, errs := auditRun(t, "checkpoint", "export", "--nats", url, "--user", "aud-1", "--nkey", seed(aud), "--out", cps); code != exitOK {
+		t.Fatalf("checkpoint export as an auditor: %d %s", code, errs)
+	}
+	if code, out, _ := auditRun(t, "replay", "--nats", url, "--user", "aud-1", "--nkey", seed(aud), "--region", "530100"); code != exitOK || strings.Count(out, "\n") == 0 {
+		t.Fatalf("replay as an auditor: %d %q", code, out)
+	}
+	// A desk may not read the log itself.
+	if code, _, _ := auditRun(t, "verify", "--nats", url, "--user", "desk-1", "--nkey", seed(desk)); code == exitOK {
+		t.Fatal("a desk read the whole log")
+	}
 }

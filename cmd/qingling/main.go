@@ -23,6 +23,7 @@ usage: qingling <command> [flags]
 
   serve       run the server (embedded NATS by default)
   user        add, list, disable, enable, rotate users (the users file)
+  bench       measure every path against raw JetStream (--events N --clients 1,16,64,128 --json --store DIR)
   version     print the version
 
 client verbs (--server URL or --nats URL, --actor NAME or --token, --json, --outbox DIR):
@@ -86,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return checkpointCmd(ctx, args[1:], stdout, stderr)
 	case "export":
 		return exportCmd(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "qingling 0.1")
 		return exitOK

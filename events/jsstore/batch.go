@@ -95,6 +95,10 @@ type AppendStats struct {
 	Batches  uint64 // atomic batches committed
 	Batched  uint64 // appends committed in them
 	Rejected uint64 // batches rejected as a whole, whose members were sent again on their own
+	// Gathering is the committer's time from the first queued append to a batch's send;
+	// Committing, from its send to its answer.
+	Gathering, Committing time.Duration
+	Lingered              uint64 // batches sent because Linger passed, not all in flight queued
 }
 
 // Stats counts the appends since Open.
@@ -102,6 +106,7 @@ func (s *Store) Stats() AppendStats {
 	st := AppendStats{Single: s.singles.Load()}
 	if c := s.gc; c != nil {
 		st.Batches, st.Batched, st.Rejected = c.batches.Load(), c.batched.Load(), c.rejected.Load()
+		st.Gathering, st.Committing, st.Lingered = time.Duration(c.gathering.Load()), time.Duration(c.committing.Load()), c.lingered.Load()
 	}
 	return st
 }
@@ -120,7 +125,8 @@ type committer struct {
 	running bool          // a run goroutine exists
 	kick    chan struct{} // a new append queued
 
-	batches, batched, rejected atomic.Uint64
+	batches, batched, rejected, lingered atomic.Uint64
+	gathering, committing         atomic.Int64
 }
 
 // pending is one queued append and where its answer goes.
@@ -236,6 +242,7 @@ func (c *committer) run() {
 // hazard wait for the next batch). It returns nothing, and ends the run, when the queue is empty.
 func (c *committer) gather(timer *time.Timer, seen map[string]struct{}, batch []*pending) []*pending {
 	var deadline time.Time
+	start := time.Now()
 	for {
 		c.mu.Lock()
 		q := len(c.queue)
@@ -247,7 +254,12 @@ func (c *committer) gather(timer *time.Timer, seen map[string]struct{}, batch []
 		// The appends in flight that are not plain publishes have queued or will: the
 		// callers of the last batch count until they have left Append, as they are the ones
 		// most likely to queue next.
-		if q >= int(c.inflight.Load()-c.direct.Load()) || q >= c.cfg.MaxBatch || (!deadline.IsZero() && !time.Now().Before(deadline)) {
+		all := q >= int(c.inflight.Load()-c.direct.Load()) || q >= c.cfg.MaxBatch
+		if all || (!deadline.IsZero() && !time.Now().Before(deadline)) {
+			if !all {
+				c.lingered.Add(1)
+			}
+			c.gathering.Add(int64(time.Since(start)))
 			clear(seen)
 			rest := c.queue[:0]
 			for _, p := range c.queue {
@@ -296,7 +308,9 @@ func (c *committer) commit(batch []*pending) {
 		msgs[i] = c.s.batchMsg(&p.a)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	start := time.Now()
 	ack, err := jetstreamext.PublishMsgBatch(ctx, c.s.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: 2 * time.Second})
+	c.committing.Add(int64(time.Since(start)))
 	cancel()
 	if err != nil || ack == nil || ack.BatchSize != uint64(len(batch)) || ack.Sequence < ack.BatchSize {
 		// Rejected as a whole (a stale check, a stored Msg-Id, limits), or no answer: every member

@@ -58,13 +58,13 @@
   function el(tag, attrs, ...kids) {
     const e = document.createElement(tag);
     setAttrs(e, attrs);
-    for (const k of kids.flat()) if (k != null && k !== false) e.append(k instanceof Node ? k : String(k));
+    for (const k of kids.flat(Infinity)) if (k != null && k !== false) e.append(k instanceof Node ? k : String(k));
     return e;
   }
   function sv(tag, attrs, ...kids) {
     const e = document.createElementNS(SVGNS, tag);
     setAttrs(e, attrs);
-    for (const k of kids.flat()) if (k != null && k !== false) e.append(k instanceof Node ? k : String(k));
+    for (const k of kids.flat(Infinity)) if (k != null && k !== false) e.append(k instanceof Node ? k : String(k));
     return e;
   }
   function setAttrs(e, attrs) {
@@ -91,8 +91,8 @@
     const q0 = Math.floor((m - 1) / 3) * 3 + 1;
     const pad = (n) => String(n).padStart(2, '0');
     const from = `${y}-${pad(q0)}-01`;
-    const to = q0 === 10 ? `${y + 1}-01-01` : `${y}-${pad(q0 + 3)}-01`;
-    return { from, to, name: `${y} Q${(q0 + 2) / 3}` };
+    const next = q0 === 10 ? `${y + 1}-01-01` : `${y}-${pad(q0 + 3)}-01`;
+    return { from, to: addDays(next, -1), name: `${y} Q${(q0 + 2) / 3}` }; // the API's dates are inclusive
   }
   const fmtDate = (iso) => (iso ? ymd(new Date(iso)) : '—');
   const fmtTime = (iso) => (iso ? `${ymd(new Date(iso))} ${timeFmt.format(new Date(iso))}` : '—');
@@ -195,6 +195,9 @@
     for (const id of ['tabs', 'crumbs', 'headline', 'map', 'chart', 'hz-body']) $(id).replaceChildren();
     $('overdue').tBodies[0].replaceChildren();
     $('user').textContent = '';
+    $('hz-title').replaceChildren('隐患 ', en('Hazard'));
+    $('overdue-count').textContent = '';
+    $('asof').textContent = '';
     if ($('hazard').open) $('hazard').close();
     showSignin(msg);
   }
@@ -362,9 +365,13 @@
       return { code: c, col: i % cols, row: Math.floor(i / cols) };
     });
   }
+  // shortZh is a tile's name: the usual short form of an autonomous prefecture or county
+  // (禄劝彝族苗族自治县 → 禄劝县); the full name is in the tile's label.
   function shortZh(code) {
     if (PREFECTURE_TILES[code]) return PREFECTURE_TILES[code][2];
-    return regionZh(code);
+    const n = regionZh(code);
+    const m = /^(.{2}).+族自治(县|州)$/u.exec(n);
+    return m ? m[1] + m[2] : n;
   }
   function renderMap() {
     const host = $('map');
@@ -391,12 +398,13 @@
       onkeydown: (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); select(t.code, true); } } },
     sv('title', {}),
     sv('rect', { class: 'bg', width: TW, height: TH, rx: 8 }),
-    sv('text', { x: 10, y: 24 }, sv('tspan', { class: 'name' }, shortZh(t.code)), sv('tspan', { class: 'ename', dx: 6 }, regionEn(t.code))),
-    sv('text', { x: 10, y: 50, class: 'nums' }, '未销号 ', sv('tspan', { class: 'n', 'data-count': 'open' }, '–'),
+    sv('text', { x: 10, y: 22, class: 'name' }, shortZh(t.code)),
+    sv('text', { x: 10, y: 38, class: 'ename' }, regionEn(t.code)),
+    sv('text', { x: 10, y: 59, class: 'nums' }, '未销号 ', sv('tspan', { class: 'n', 'data-count': 'open' }, '–'),
       '  重大 ', sv('tspan', { class: 'n', 'data-count': 'open_major' }, '–')),
-    sv('text', { x: 10, y: 72, class: 'nums' }, '逾期 ', sv('tspan', { class: 'n', 'data-count': 'overdue' }, '–'),
+    sv('text', { x: 10, y: 78, class: 'nums' }, '逾期 ', sv('tspan', { class: 'n', 'data-count': 'overdue' }, '–'),
       '  待验收 ', sv('tspan', { class: 'n', 'data-count': 'awaiting_verification' }, '–')),
-    sv('text', { x: 10, y: 94, class: 'verdict' }, ''));
+    sv('text', { x: 10, y: 96, class: 'verdict' }, ''));
     return g;
   }
   function rowFor(region) { return st.rows.get(statusKey(st.sector, region)); }
@@ -455,7 +463,7 @@
     const W = 640, H = 250, L = 40, R = 14, T = 14, B = 30;
     const vals = days.map((d) => d.open_major || 0);
     const max = Math.max(1, ...vals);
-    const step = max <= 5 ? 1 : Math.pow(10, Math.floor(Math.log10(max))) / (max / Math.pow(10, Math.floor(Math.log10(max))) < 2.5 ? 2 : 1);
+    const step = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000].find((k) => Math.ceil(max / k) <= 5) || Math.ceil(max / 5);
     const top = Math.ceil(max / step) * step;
     const x = (i) => L + (days.length === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (days.length - 1));
     const y = (v) => T + (H - T - B) * (1 - v / top);
@@ -463,8 +471,7 @@
     const svg = sv('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img',
       'aria-label': `重大隐患未清零每日数 open major per day ${days[0].date} – ${days[days.length - 1].date}; 最新 latest ${last}, 最高 max ${max}` });
     const ticks = [];
-    for (let v = 0; v <= top + 1e-9; v += step) ticks.push(v);
-    while (ticks.length > 6) ticks.splice(1, ticks.length - 2, ...ticks.slice(1, -1).filter((_, i) => i % 2 === 1));
+    for (let v = 0; v <= top; v += step) ticks.push(v);
     for (const v of ticks) {
       svg.append(sv('line', { class: 'gridline', x1: L, x2: W - R, y1: y(v), y2: y(v) }),
         sv('text', { x: L - 6, y: y(v) + 4, 'text-anchor': 'end' }, String(v)));
@@ -597,7 +604,8 @@
       wasDown = false;
     };
     es.onmessage = onFeed;
-    for (const t of ['status', 'row', 'change']) es.addEventListener(t, onFeed);
+    es.addEventListener('status', onFeed);
+    es.addEventListener('delete', onFeedDelete);
     es.onerror = async () => {
       wasDown = true;
       setLive(false);
@@ -608,29 +616,41 @@
       st.retryTimer = setTimeout(openFeed, 500 * 2 ** st.retry);
     };
   }
+  // Feed entries are hz_status values (a row with its seq and as_of); they are applied in
+  // batches, so that the backlog of a (re)connection costs one repaint.
+  let pending = [];
+  let applyTimer = 0;
   function onFeed(ev) {
     let msg;
     try { msg = JSON.parse(ev.data); } catch (_) { return; }
     st.lastFeed = Date.now();
-    const rows = Array.isArray(msg) ? msg : msg.rows ? msg.rows : [msg.row || msg];
+    pending.push(msg);
+    if (!applyTimer) applyTimer = setTimeout(applyFeed, 25);
+  }
+  function onFeedDelete() { scheduleRefresh(300); }
+  function applyFeed() {
+    applyTimer = 0;
+    const batch = pending;
+    pending = [];
     let touched = false, relevant = false;
-    for (const r of rows) {
-      if (!r || typeof r.key !== 'string') { relevant = true; continue; }
+    for (const r of batch) {
+      if (!r || typeof r.key !== 'string') continue;
       if (!r.key.startsWith(st.sector + '.')) continue;
       relevant = true;
       const old = st.rows.get(r.key);
-      if (old && typeof r.open === 'number') {
-        st.rows.set(r.key, { ...old, ...r, period: r.period || old.period });
+      if (old && typeof r.open === 'number' && (!old.seq || !r.seq || r.seq >= old.seq)) {
+        st.rows.set(r.key, { ...old, ...r, period: old.period });
+        if (r.as_of && (!st.asOf || r.as_of > st.asOf)) st.asOf = r.as_of;
         touched = true;
       }
     }
     if (touched) {
-      if (msg.as_of) st.asOf = msg.as_of;
       updateTiles();
       renderHeadline();
       if (st.days.length) renderChart();
+      $('asof').textContent = st.asOf ? `截至 as of ${fmtTime(st.asOf)}` : '';
     }
-    if (relevant) scheduleRefresh(800); // the overdue list, the chart and period figures follow shortly
+    if (relevant) scheduleRefresh(800); // the overdue list, the chart and the period figures follow shortly
   }
 
   // ---------- wiring ----------

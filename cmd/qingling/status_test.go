@@ -151,7 +151,12 @@ func TestDeadlineCrossingMovesStatusAndFeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	closed := false
+	defer func() {
+		if !closed {
+			m.Close()
+		}
+	}()
 	waitFor(t, 10*time.Second, "ready", m.Runner.Ready)
 	base := m.URL()
 	if r := call(t, "POST", base+"/v1/hazards", "insp-1", reportBody("530181", "general", start, start.Add(time.Hour))); r.Code != 201 {
@@ -183,6 +188,14 @@ func TestDeadlineCrossingMovesStatusAndFeed(t *testing.T) {
 	if row := st.Body["rows"].([]any)[0].(map[string]any); row["overdue"].(float64) != 0 || row["open"].(float64) != 1 {
 		t.Fatalf("as of the deadline: %s", st.Raw)
 	}
+	// shutting down ends the feed cleanly, without waiting for it
+	began := time.Now()
+	m.Close()
+	closed = true
+	if d := time.Since(began); d > 5*time.Second {
+		t.Errorf("Close took %s with a feed open", d)
+	}
+	until(t, ch, 5*time.Second, "the end of the feed", func(e feedEvent) bool { return e.event == "end" })
 }
 
 // TestRestartLoadsSnapshotAndRebuild: a restart loads the read model from its snapshot (at

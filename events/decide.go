@@ -30,35 +30,8 @@ func ResolveIDs(cmd *Command) {
 // record instant now, and returns the one event it records, or a typed error.
 // It normalises cmd.Payload in place. The event's prevhash chains to h.
 func Decide(cat *Catalog, h *Hazard, cmd *Command, now time.Time, source string) (*Event, error) {
-	if cmd.HazardID == "" || cmd.CommandID == "" {
-		return nil, Errorf(KindInternal, "missing_ids", "", "command ids not resolved")
-	}
-	occurred := cmd.OccurredAt
-	if occurred.IsZero() {
-		occurred = now
-	}
-	if occurred.After(now.Add(MaxClockSkew)) {
-		return nil, Errorf(KindInvalid, "occurred_in_future", "occurred_at", "occurred_at %s is in the future (server time %s)", FormatInstant(occurred), FormatInstant(now))
-	}
-	if occurred.Year() < 2000 {
-		return nil, invalid("occurred_at", "occurred_at %s is implausibly early", FormatInstant(occurred))
-	}
-	if cmd.Action == ActReport {
-		if h != nil {
-			return nil, Errorf(KindConflict, "hazard_exists", "id", "hazard %s already exists", cmd.HazardID)
-		}
-	} else {
-		if h == nil {
-			return nil, Errorf(KindNotFound, "hazard_not_found", "id", "no hazard %s", cmd.HazardID)
-		}
-		if cmd.ExpectedVersion != nil && *cmd.ExpectedVersion != h.Version {
-			return nil, Errorf(KindConflict, "version_conflict", "expected_version", "hazard %s is at version %d, not %d", h.ID, h.Version, *cmd.ExpectedVersion)
-		}
-		if occurred.Before(h.FoundAt) {
-			return nil, invalid("occurred_at", "occurred_at %s is before the hazard was found (%s)", FormatInstant(occurred), FormatInstant(h.FoundAt))
-		}
-	}
-	if err := decide(cat, h, cmd, occurred); err != nil {
+	occurred, err := Check(cat, h, cmd, now)
+	if err != nil {
 		return nil, err
 	}
 	var buf bytes.Buffer // data is stored without HTML escaping, like the envelope (Event.Marshal)
@@ -77,6 +50,44 @@ func Decide(cat *Catalog, h *Hazard, cmd *Command, now time.Time, source string)
 		e.PrevHash = h.PrevHash()
 	}
 	return e, nil
+}
+
+// Check applies Decide's rules to cmd on h at now, normalising cmd.Payload in place as Decide
+// does, without making the event; it returns the instant the command occurred. Verify
+// replays the log with it.
+func Check(cat *Catalog, h *Hazard, cmd *Command, now time.Time) (time.Time, error) {
+	if cmd.HazardID == "" || cmd.CommandID == "" {
+		return time.Time{}, Errorf(KindInternal, "missing_ids", "", "command ids not resolved")
+	}
+	occurred := cmd.OccurredAt
+	if occurred.IsZero() {
+		occurred = now
+	}
+	if occurred.After(now.Add(MaxClockSkew)) {
+		return time.Time{}, Errorf(KindInvalid, "occurred_in_future", "occurred_at", "occurred_at %s is in the future (server time %s)", FormatInstant(occurred), FormatInstant(now))
+	}
+	if occurred.Year() < 2000 {
+		return time.Time{}, invalid("occurred_at", "occurred_at %s is implausibly early", FormatInstant(occurred))
+	}
+	if cmd.Action == ActReport {
+		if h != nil {
+			return time.Time{}, Errorf(KindConflict, "hazard_exists", "id", "hazard %s already exists", cmd.HazardID)
+		}
+	} else {
+		if h == nil {
+			return time.Time{}, Errorf(KindNotFound, "hazard_not_found", "id", "no hazard %s", cmd.HazardID)
+		}
+		if cmd.ExpectedVersion != nil && *cmd.ExpectedVersion != h.Version {
+			return time.Time{}, Errorf(KindConflict, "version_conflict", "expected_version", "hazard %s is at version %d, not %d", h.ID, h.Version, *cmd.ExpectedVersion)
+		}
+		if occurred.Before(h.FoundAt) {
+			return time.Time{}, invalid("occurred_at", "occurred_at %s is before the hazard was found (%s)", FormatInstant(occurred), FormatInstant(h.FoundAt))
+		}
+	}
+	if err := decide(cat, h, cmd, occurred); err != nil {
+		return time.Time{}, err
+	}
+	return occurred, nil
 }
 
 func decide(cat *Catalog, h *Hazard, cmd *Command, occurred time.Time) error {

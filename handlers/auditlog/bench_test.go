@@ -74,3 +74,25 @@ func median(xs []float64) float64 {
 	sort.Float64s(s)
 	return s[len(s)/2]
 }
+
+// BenchmarkVerifierCPU is the verifier's own work per event, on one goroutine, over the
+// messages of the bench log held in memory (no NATS).
+func BenchmarkVerifierCPU(b *testing.B) {
+	r := benchRigFor(b)
+	msgs := r.messages()
+	cps, _, err := auditlog.ReadCheckpoints(context.Background(), r.js)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		v := audit.New(audit.Options{Catalog: r.cat, Checkpoints: cps})
+		for _, m := range msgs {
+			v.Add(m)
+		}
+		if rep := v.Finish(); !rep.OK() {
+			b.Fatal(rep.Problems)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(msgs)), "ns/event")
+}

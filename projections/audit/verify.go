@@ -331,7 +331,7 @@ func (v *Verifier) Apply(p *Prepared) {
 	if cmd.Action == "" {
 		report(CodeRefused, id, "unknown event type %q", e.Type)
 		refused = true
-	} else if _, err := events.Decide(v.opts.Catalog, hz.h, cmd, e.Time, e.Source); err != nil {
+	} else if _, err := events.Check(v.opts.Catalog, hz.h, cmd, e.Time); err != nil {
 		report(CodeRefused, id, "%s would have been refused: %v", e.Type, err)
 		refused = true
 	}

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -71,15 +73,126 @@ func GenesisHash(id string) [32]byte { return sha256.Sum256([]byte(id)) }
 // Hash of stored bytes, as a prevhash string.
 func HashString(h [32]byte) string { return hex.EncodeToString(h[:]) }
 
-// Marshal encodes an event as stored (no HTML escaping, no trailing newline).
+// Marshal encodes an event as stored: what encoding/json's Encoder writes with HTML escaping
+// off, without its trailing newline (fields in struct order, omitempty as tagged, strings
+// escaped as encoding/json escapes them, times in RFC 3339 with nanoseconds, data compacted),
+// byte for byte, in one buffer and without reflection.
 func (e *Event) Marshal() ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(e); err != nil {
+	b := make([]byte, 0, 256+len(e.SpecVersion)+len(e.ID)+len(e.Source)+len(e.Type)+len(e.Subject)+len(e.DataContentType)+
+		len(e.Actor)+len(e.ActorRole)+len(e.CommandID)+len(e.PrevHash)+len(e.Sig)+len(e.Data))
+	b = append(b, `{"specversion":`...)
+	b = appendJSONString(b, e.SpecVersion)
+	b = append(b, `,"id":`...)
+	b = appendJSONString(b, e.ID)
+	b = append(b, `,"source":`...)
+	b = appendJSONString(b, e.Source)
+	b = append(b, `,"type":`...)
+	b = appendJSONString(b, e.Type)
+	b = append(b, `,"subject":`...)
+	b = appendJSONString(b, e.Subject)
+	b = append(b, `,"time":`...)
+	b, err := appendJSONTime(b, e.Time)
+	if err != nil {
 		return nil, err
 	}
-	return bytes.TrimRight(b.Bytes(), "\n"), nil
+	b = append(b, `,"datacontenttype":`...)
+	b = appendJSONString(b, e.DataContentType)
+	b = append(b, `,"occurredat":`...)
+	if b, err = appendJSONTime(b, e.OccurredAt); err != nil {
+		return nil, err
+	}
+	b = append(b, `,"actor":`...)
+	b = appendJSONString(b, e.Actor)
+	if e.ActorRole != "" {
+		b = append(b, `,"actorrole":`...)
+		b = appendJSONString(b, e.ActorRole)
+	}
+	b = append(b, `,"commandid":`...)
+	b = appendJSONString(b, e.CommandID)
+	b = append(b, `,"prevhash":`...)
+	b = appendJSONString(b, e.PrevHash)
+	if e.Sig != "" {
+		b = append(b, `,"sig":`...)
+		b = appendJSONString(b, e.Sig)
+	}
+	b = append(b, `,"data":`...)
+	if e.Data == nil {
+		b = append(b, "null"...)
+	} else {
+		buf := bytes.NewBuffer(b)
+		if err := json.Compact(buf, e.Data); err != nil {
+			return nil, &json.MarshalerError{Type: reflect.TypeFor[json.RawMessage](), Err: err}
+		}
+		b = buf.Bytes()
+	}
+	return append(b, '}'), nil
+}
+
+// appendJSONTime appends t as encoding/json writes a time.Time (its MarshalJSON).
+func appendJSONTime(b []byte, t time.Time) ([]byte, error) {
+	b = append(b, '"')
+	b, err := t.AppendText(b)
+	if err != nil {
+		return nil, &json.MarshalerError{Type: reflect.TypeFor[time.Time](), Err: fmt.Errorf("Time.MarshalJSON: %w", err)}
+	}
+	return append(b, '"'), nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s quoted as encoding/json quotes it with HTML escaping off:
+// '"' and '\\' escaped, control characters as \b \f \n \r \t or \u00XX, U+2028 and U+2029
+// as \u2028 and \u2029, invalid UTF-8 as \ufffd.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // ParseEvent decodes stored bytes.

@@ -33,9 +33,12 @@ func TestDecodeAsParseEvent(t *testing.T) {
 		`{"specversion":"1.0","type":"hazard.nonsense","subject":"x","data":{}}`,
 		`{"specversion":"1.0","type":"hazard.reported","subject":"x","data":{"grade":7}}`,
 		`not json`,
+		strings.Replace(string(raw), `"data":{`, `"data":{"sector":"mine"},"data":{`, 1),      // the last "data" counts
+		strings.Replace(string(raw), `"data":{`, `"type":"hazard.amended","data":{`, 1),       // a later "type"
+		`{"data":{"reason":"r"},"specversion":"1.0","type":"hazard.withdrawn","subject":"x"}`, // data before type
 	}
 	for i, c := range cases {
-		e1, p1, err1 := decode([]byte(c))
+		e1, p1, err1 := newDecoder().decode([]byte(c))
 		e2, err2 := events.ParseEvent([]byte(c))
 		var p2 any
 		if err2 == nil {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -152,6 +153,8 @@ type Verifier struct {
 	next   uint64
 	counts map[string]int
 	rep    Report
+
+	decoders sync.Pool // of *decoder, for Prepare's goroutines
 }
 
 // New returns a verifier.
@@ -196,7 +199,13 @@ func (v *Verifier) Prepare(m Msg) *Prepared {
 	if len(p.tokens) == 8 && p.tokens[0] == "leaf" {
 		p.tokens = p.tokens[2:] // a county office's own log: leaf.<county>.hz.…
 	}
-	p.ev, p.payload, p.err = decode(m.Data)
+	d, _ := v.decoders.Get().(*decoder)
+	if d == nil {
+		d = newDecoder()
+	}
+	p.ev, p.payload, p.err = d.decode(m.Data)
+	d.raw, d.e, d.p = nil, nil, nil
+	v.decoders.Put(d)
 	if p.err == nil {
 		if events.CanonicalUUID("subject", p.ev.Subject) == nil {
 			p.wantID = events.EventID(p.ev.Subject, p.ev.CommandID)

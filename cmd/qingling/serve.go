@@ -55,6 +55,7 @@ type Config struct {
 	DemoTokens map[string]string // filled with the demo users' tokens when not nil
 	Out        io.Writer         // where first-start notices go (default stderr)
 	StoreRetry time.Duration     // how long an append retries while NATS is unreachable (default 5s)
+	LeaseTTL   time.Duration     // the hz_status writer lease (default 10s)
 	// County leaf offices (leaf.go).
 	Home         string         // this instance's JetStream domain and hazards' home
 	LeafRemote   string         // a county office's leafnode link to the hub

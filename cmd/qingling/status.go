@@ -5,6 +5,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,7 @@ type statusWiring struct {
 	Status    *status.Projection
 	Snapshots *projections.Snapshots
 	KVWriter  *kvstatus.Writer
+	Lease     *kvstatus.Lease // the one instance writing hz_status
 	Feed      *feed.Hub
 
 	releaseLock func()
@@ -73,7 +75,13 @@ func (m *Main) openStatus(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("hz_status: %w", err)
 	}
+	name, err := instanceName(m.Config.DataDir)
+	if err != nil {
+		return err
+	}
 	m.KVWriter = &kvstatus.Writer{JS: js, KV: kv, Status: m.Status, Ready: m.Runner.Ready, Log: log}
+	m.Lease = &kvstatus.Lease{KV: kv, Holder: name, TTL: m.Config.LeaseTTL, Log: log, OnAcquire: m.KVWriter.Acquired}
+	m.KVWriter.Lease = m.Lease
 	m.Feed = &feed.Hub{KV: kv, JS: js, Log: log}
 	prev := m.Runner.OnCaughtUp
 	m.Runner.OnCaughtUp = func(seq uint64) {
@@ -88,7 +96,8 @@ func (m *Main) openStatus(ctx context.Context) error {
 // runStatus starts what keeps the status live: the catch-up then the runner (instead of the
 // runner alone), the clock, the KV writer, the feed's watch and the snapshots.
 func (m *Main) runStatus(ctx context.Context) {
-	m.wg.Add(5)
+	m.wg.Add(6)
+	go func() { defer m.wg.Done(); _ = m.Lease.Run(ctx) }()
 	go func() { defer m.wg.Done(); m.catchUp(ctx); _ = m.Runner.Run(ctx) }()
 	go func() { defer m.wg.Done(); m.Status.Tick(ctx, 250*time.Millisecond) }()
 	go func() { defer m.wg.Done(); _ = m.KVWriter.Run(ctx) }()
@@ -670,4 +679,16 @@ func rebuildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 	}
 	return exitOK
+}
+
+// instanceName is this instance's stable name (kept in the data directory), the holder name of
+// the hz_status lease.
+func instanceName(dir string) (string, error) {
+	p := filepath.Join(dir, "instance.id")
+	if b, err := os.ReadFile(p); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		return string(bytes.TrimSpace(b)), nil
+	}
+	host, _ := os.Hostname()
+	name := host + "-" + events.NewID()[24:]
+	return name, os.WriteFile(p, []byte(name+"\n"), 0o644)
 }

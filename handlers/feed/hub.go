@@ -141,6 +141,9 @@ func (h *Hub) add(e Entry) {
 		return
 	}
 	h.last = e.Rev
+	if strings.HasPrefix(e.Key, "_") {
+		return // bookkeeping (the writer's lease), not a status row
+	}
 	h.latest[e.Key] = e
 	select {
 	case <-h.synced:

@@ -39,8 +39,9 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.
 // Value is what a key holds: the row, the stream sequence and the instant it is as of.
 type Value struct {
 	status.Row
-	Seq  uint64 `json:"seq"`
-	AsOf string `json:"as_of"`
+	Seq    uint64 `json:"seq"`
+	AsOf   string `json:"as_of"`
+	Writer string `json:"writer,omitempty"` // the lease holder that wrote it
 }
 
 type known struct {
@@ -60,12 +61,28 @@ type Writer struct {
 	// is coalesced: one write per changed row once it is done).
 	Ready func() bool
 	Log   *slog.Logger
+	// Lease, when set, makes this writer write only while it holds the lease, every put
+	// fenced by the lease's revision instead of the key's own compare-and-set.
+	Lease *Lease
 
-	kick  chan struct{}
-	once  sync.Once
-	recon chan struct{} // closed after the first reconciliation
-	cache map[string]*known
-	puts  atomic.Int64
+	resync atomic.Bool // the lease was (re)acquired: reload the bucket and reconcile
+
+	kick   chan struct{}
+	once   sync.Once
+	recon  chan struct{} // closed after the first reconciliation
+	cache  map[string]*known
+	puts   atomic.Int64
+	fenced atomic.Int64
+}
+
+// Fenced counts puts refused because the lease had moved on.
+func (w *Writer) Fenced() int64 { return w.fenced.Load() }
+
+func (w *Writer) writerName() string {
+	if w.Lease != nil {
+		return w.Lease.Holder
+	}
+	return ""
 }
 
 // Kick wakes the writer (the runner calls it when it reaches the end of the log).
@@ -89,6 +106,13 @@ func (w *Writer) init() {
 func (w *Writer) Reconciled() <-chan struct{} {
 	w.init()
 	return w.recon
+}
+
+// Acquired is the lease's OnAcquire hook: the new holder reloads the bucket and writes
+// every row that differs.
+func (w *Writer) Acquired() {
+	w.resync.Store(true)
+	w.Kick()
 }
 
 // Puts is the number of values written.
@@ -131,6 +155,14 @@ func (w *Writer) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-w.Status.Changed():
 		case <-kick:
+		}
+		if w.resync.Swap(false) {
+			if err := w.load(ctx); err != nil {
+				w.resync.Store(true)
+				continue
+			}
+			w.reconcile(ctx)
+			continue
 		}
 		rows, seq, asOf := w.Status.TakeDirty()
 		w.write(ctx, rows, seq, asOf)
@@ -214,6 +246,15 @@ func (w *Writer) last(ctx context.Context, key string) (*known, error) {
 // write puts every row that differs from the bucket, with compare-and-set, all at once
 // (asynchronous publishes), and retries those another writer got to first.
 func (w *Writer) write(ctx context.Context, rows []status.Row, seq uint64, asOf time.Time) {
+	lrev := uint64(0)
+	if w.Lease != nil {
+		var release func()
+		lrev, release = w.Lease.Use()
+		defer release()
+		if lrev == 0 {
+			return // not the holder: the holder writes
+		}
+	}
 	for round := 0; round < 4 && len(rows) > 0; round++ {
 		type pending struct {
 			row status.Row
@@ -234,8 +275,12 @@ func (w *Writer) write(ctx context.Context, rows []status.Row, seq uint64, asOf 
 			if k != nil {
 				rev = k.rev
 			}
-			b, _ := json.Marshal(Value{Row: r, Seq: seq, AsOf: events.FormatInstant(asOf)})
-			f, err := w.JS.PublishMsgAsync(&nats.Msg{Subject: "$KV." + Bucket + "." + r.Key, Data: b}, jetstream.WithExpectLastSequencePerSubject(rev))
+			fence := jetstream.WithExpectLastSequencePerSubject(rev)
+			if w.Lease != nil {
+				fence = jetstream.WithExpectLastSequenceForSubject(lrev, LeaseSubject)
+			}
+			b, _ := json.Marshal(Value{Row: r, Seq: seq, AsOf: events.FormatInstant(asOf), Writer: w.writerName()})
+			f, err := w.JS.PublishMsgAsync(&nats.Msg{Subject: "$KV." + Bucket + "." + r.Key, Data: b}, fence)
 			if err != nil {
 				w.Log.Warn("hz_status: put", "key", r.Key, "err", err)
 				continue
@@ -250,6 +295,12 @@ func (w *Writer) write(ctx context.Context, rows []status.Row, seq uint64, asOf 
 				w.puts.Add(1)
 			case err := <-p.f.Err():
 				var apiErr *jetstream.APIError
+				if w.Lease != nil && isWrongSeq(err) {
+					w.Lease.Lost(lrev) // fenced out: another instance holds the lease
+					w.fenced.Add(1)
+					w.Log.Warn("hz_status: put fenced off; the lease moved to another instance", "key", p.row.Key)
+					continue
+				}
 				if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
 					if k, gerr := w.last(ctx, p.row.Key); gerr == nil {
 						w.cache[p.row.Key] = k

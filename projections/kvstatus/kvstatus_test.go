@@ -113,6 +113,7 @@ func TestWriterCoalescesCatchUpAndFollowsLive(t *testing.T) {
 	ready.Store(true)
 	w.Kick()
 	poll(t, "the catch-up's rows", func() bool { v, _ := value(t, kv, "all.530000"); return v.Open == 200 })
+	poll(t, "the catch-up's acks", func() bool { return w.Puts() >= 6 }) // acks are counted after the values land
 	if n := w.Puts(); n != 6 {
 		t.Fatalf("catch-up wrote %d values, want 6 (one per changed row)", n)
 	}

@@ -944,8 +944,9 @@ func (b *bench) durableAppends(ctx context.Context, m *Main) error {
 			row.Baseline, row.BaseVal = rr.Name, rr.Value
 			if batched := st.Batched - before.Batched; batched > 0 {
 				nb := float64(max(st.Batches-before.Batches, 1))
-				row.Note = fmt.Sprintf("%.0f%% batched, mean batch %.0f, gathering %.2f ms, committing %.2f ms, %d lingered", 100*float64(batched)/float64(s[1].n), float64(batched)/nb,
-					(st.Gathering-before.Gathering).Seconds()*1000/nb, (st.Committing-before.Committing).Seconds()*1000/nb, st.Lingered-before.Lingered)
+				row.Note = fmt.Sprintf("%.0f%% batched, mean batch %.0f, gathering %.2f ms, committing %.2f ms; lingered %d, small %d, rejected %d",
+					100*float64(batched)/float64(s[1].n), float64(batched)/nb, (st.Gathering-before.Gathering).Seconds()*1000/nb, (st.Committing-before.Committing).Seconds()*1000/nb,
+					st.Lingered-before.Lingered, st.Small-before.Small, st.Rejected-before.Rejected)
 			} else {
 				row.Note = "plain publishes"
 			}

@@ -99,6 +99,7 @@ type AppendStats struct {
 	// Committing, from its send to its answer.
 	Gathering, Committing time.Duration
 	Lingered              uint64 // batches sent because Linger passed, not all in flight queued
+	Small                 uint64 // gatherings under MinBatch, sent as plain publishes
 }
 
 // Stats counts the appends since Open.
@@ -106,7 +107,7 @@ func (s *Store) Stats() AppendStats {
 	st := AppendStats{Single: s.singles.Load()}
 	if c := s.gc; c != nil {
 		st.Batches, st.Batched, st.Rejected = c.batches.Load(), c.batched.Load(), c.rejected.Load()
-		st.Gathering, st.Committing, st.Lingered = time.Duration(c.gathering.Load()), time.Duration(c.committing.Load()), c.lingered.Load()
+		st.Gathering, st.Committing, st.Lingered, st.Small = time.Duration(c.gathering.Load()), time.Duration(c.committing.Load()), c.lingered.Load(), c.small.Load()
 	}
 	return st
 }
@@ -125,7 +126,7 @@ type committer struct {
 	running bool          // a run goroutine exists
 	kick    chan struct{} // a new append queued
 
-	batches, batched, rejected, lingered atomic.Uint64
+	batches, batched, rejected, lingered, small atomic.Uint64
 	gathering, committing                atomic.Int64
 }
 
@@ -254,7 +255,9 @@ func (c *committer) gather(timer *time.Timer, seen map[string]struct{}, batch []
 		// The appends in flight that are not plain publishes have queued or will: the
 		// callers of the last batch count until they have left Append, as they are the ones
 		// most likely to queue next.
-		all := q >= int(c.inflight.Load()-c.direct.Load()) || q >= c.cfg.MaxBatch
+		// (A gathering too small to send as a batch waits out the linger all the same: the
+		// plain publishes it would turn into take longer than that.)
+		all := (q >= int(c.inflight.Load()-c.direct.Load()) && q >= c.cfg.MinBatch) || q >= c.cfg.MaxBatch
 		if all || (!deadline.IsZero() && !time.Now().Before(deadline)) {
 			if !all {
 				c.lingered.Add(1)
@@ -298,6 +301,7 @@ func (c *committer) commit(batch []*pending) {
 	}
 	batch = live
 	if len(batch) < c.cfg.MinBatch {
+		c.small.Add(1)
 		for _, p := range batch {
 			p.done <- outcome{resend: true}
 		}

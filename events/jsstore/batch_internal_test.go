@@ -29,7 +29,7 @@ func openGroup(t *testing.T) *Store {
 	t.Cleanup(func() { nc.Close(); srv.Shutdown(); srv.WaitForShutdown() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := Open(ctx, nc, Config{GroupCommit: GroupCommit{Mode: GroupOn, MinInFlight: 1, MinBatch: 2, Linger: 10 * time.Second}})
+	s, err := Open(ctx, nc, Config{GroupCommit: GroupCommit{Mode: GroupOn, MinInFlight: 1, MinBatch: 1, Linger: 10 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestBatchOneEventPerHazard(t *testing.T) {
 
 func TestBatchSmallGatheringGoesPlain(t *testing.T) {
 	s := openGroup(t)
-	s.gc.cfg.MinBatch = 8
+	s.gc.cfg.MinBatch, s.gc.cfg.Linger = 8, 50*time.Millisecond // the three wait out the linger, then go plain
 	var as []Append
 	for range 3 {
 		id := events.NewID()

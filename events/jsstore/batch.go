@@ -127,7 +127,7 @@ type committer struct {
 	kick    chan struct{} // a new append queued
 
 	batches, batched, rejected, lingered, small atomic.Uint64
-	gathering, committing                atomic.Int64
+	gathering, committing                       atomic.Int64
 }
 
 // pending is one queued append and where its answer goes.

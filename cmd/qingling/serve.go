@@ -197,6 +197,9 @@ func (m *Main) open(ctx context.Context) error {
 	api := &httpapi.Server{App: m.App, Log: log, Ready: m.Runner.Ready, Registry: reg, RateLimit: cfg.RateLimit}
 	api.Health = func() map[string]any {
 		h := map[string]any{"embedded_nats": m.NATS != nil}
+		if m.Lease != nil {
+			h["hz_status_writer"] = map[string]any{"instance": m.Lease.Holder, "held": m.Lease.Held(), "fenced": m.KVWriter.Fenced()}
+		}
 		if m.NATS != nil {
 			if jc := m.NATS.JetStreamConfig(); jc != nil {
 				h["sync_always"] = jc.SyncAlways
@@ -368,6 +371,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 50, "requests per second per identity (burst 4×); 0 = unlimited")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", envOr("QINGLING_TLS_CERT", ""), "TLS certificate (PEM) for HTTPS and the NATS listener")
 	fs.StringVar(&cfg.TLSKey, "tls-key", envOr("QINGLING_TLS_KEY", ""), "TLS private key (PEM)")
+	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 10*time.Second, "how long the hz_status writer's lease lasts unrenewed before another instance takes over")
 	fs.StringVar(&cfg.Home, "home", envOr("QINGLING_HOME", ""), "this instance's JetStream domain and its hazards' home (a county office: e.g. c530102)")
 	fs.StringVar(&cfg.LeafRemote, "leaf-remote", envOr("QINGLING_LEAF_REMOTE", ""), "county office: leafnode link to the province, e.g. nats-leaf://leaf:PASSWORD@hub:7422")
 	fs.StringVar(&cfg.LeafCounty, "leaf-county", envOr("QINGLING_LEAF_COUNTY", ""), "county office: write under leaf.<county>.hz.>")

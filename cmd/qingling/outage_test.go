@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,4 +60,18 @@ func TestOutageAnswers503AndRecovers(t *testing.T) {
 		t.Fatalf("after recovery %d hazards, want 2", n)
 	}
 	_ = events.DefaultSource
+}
+
+// TestReplicasThatCannotBePlaced: --replicas 3 on a single server is a clear error at start.
+func TestReplicasThatCannotBePlaced(t *testing.T) {
+	ns, err := jsstore.RunServer(jsstore.ServerConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0", NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	_, err = Open(context.Background(), Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSURL: ns.ClientURL(), Replicas: 3, Log: quietLog()})
+	if err == nil || !strings.Contains(err.Error(), "replicas 3") {
+		t.Fatalf("want a clear replicas error, got %v", err)
+	}
+	t.Log(err)
 }

@@ -56,6 +56,9 @@ type Config struct {
 	Out        io.Writer         // where first-start notices go (default stderr)
 	StoreRetry time.Duration     // how long an append retries while NATS is unreachable (default 5s)
 	LeaseTTL   time.Duration     // the hz_status writer lease (default 10s)
+	NATSCreds  string            // --nats-creds: a NATS credentials file for --nats
+	NATSNkey   string            // --nats-nkey: an nkey seed file for --nats
+	NATSCA     string            // --nats-ca: CA certificates to trust for --nats over TLS
 	// County leaf offices (leaf.go).
 	Home         string         // this instance's JetStream domain and hazards' home
 	LeafRemote   string         // a county office's leafnode link to the hub
@@ -137,7 +140,21 @@ func (m *Main) open(ctx context.Context) error {
 		}
 	}
 	if cfg.NATSURL != "" {
-		m.Conn, err = nats.Connect(cfg.NATSURL, nats.Name("qingling"), nats.MaxReconnects(-1))
+		opts := []nats.Option{nats.Name("qingling"), nats.MaxReconnects(-1)}
+		if cfg.NATSCreds != "" {
+			opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+		}
+		if cfg.NATSNkey != "" {
+			o, err := nats.NkeyOptionFromSeed(cfg.NATSNkey)
+			if err != nil {
+				return fmt.Errorf("--nats-nkey: %w", err)
+			}
+			opts = append(opts, o)
+		}
+		if cfg.NATSCA != "" {
+			opts = append(opts, nats.RootCAs(cfg.NATSCA))
+		}
+		m.Conn, err = nats.Connect(cfg.NATSURL, opts...)
 		if err != nil {
 			return fmt.Errorf("connect %s: %w", cfg.NATSURL, err)
 		}
@@ -371,6 +388,9 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 50, "requests per second per identity (burst 4×); 0 = unlimited")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", envOr("QINGLING_TLS_CERT", ""), "TLS certificate (PEM) for HTTPS and the NATS listener")
 	fs.StringVar(&cfg.TLSKey, "tls-key", envOr("QINGLING_TLS_KEY", ""), "TLS private key (PEM)")
+	fs.StringVar(&cfg.NATSCreds, "nats-creds", envOr("QINGLING_NATS_CREDS", ""), "credentials file for --nats")
+	fs.StringVar(&cfg.NATSNkey, "nats-nkey", envOr("QINGLING_NATS_NKEY", ""), "nkey seed file for --nats")
+	fs.StringVar(&cfg.NATSCA, "nats-ca", envOr("QINGLING_NATS_CA", ""), "CA certificate file to trust for --nats (tls://…)")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 10*time.Second, "how long the hz_status writer's lease lasts unrenewed before another instance takes over")
 	fs.StringVar(&cfg.Home, "home", envOr("QINGLING_HOME", ""), "this instance's JetStream domain and its hazards' home (a county office: e.g. c530102)")
 	fs.StringVar(&cfg.LeafRemote, "leaf-remote", envOr("QINGLING_LEAF_REMOTE", ""), "county office: leafnode link to the province, e.g. nats-leaf://leaf:PASSWORD@hub:7422")

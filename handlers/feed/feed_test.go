@@ -296,6 +296,10 @@ func TestStatusEndpoints(t *testing.T) {
 	if c := getJSON(t, e.srv.URL+"/v1/status?sector=chem&region=530181&as_of=2025-02-28", &st); c != 200 || st.Rows[0].Open != 0 {
 		t.Fatalf("as of before: %d %+v", c, st)
 	}
+	// today's date: the day has not ended, so the status now
+	if c := getJSON(t, e.srv.URL+"/v1/status?sector=chem&region=530181&as_of=2025-03-04", &st); c != 200 || !st.Live || st.Rows[0].Overdue != 1 {
+		t.Fatalf("as of today: %d %+v", c, st)
+	}
 	// period figures
 	if c := getJSON(t, e.srv.URL+"/v1/status?sector=chem&region=530181&from=2025-03-01&to=2025-03-01", &st); c != 200 || st.Rows[0].Period == nil ||
 		st.Rows[0].Period.FoundMajor != 1 || st.Rows[0].Period.MajorDue != 1 || *st.Rows[0].Period.DynamicZeroRate != 0 {

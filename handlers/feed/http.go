@@ -124,6 +124,9 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteError(w, r, err)
 			return
 		}
+		if _, e := time.Parse("2006-01-02", v); e == nil && asOf.After(a.Status.Now()) && asOf.Add(-24*time.Hour).Before(a.Status.Now()) {
+			asOf = time.Time{} // today's end has not come: the status now
+		}
 	}
 	var period *status.PeriodSpec
 	if q.Get("from") != "" || q.Get("to") != "" {

@@ -339,7 +339,7 @@
   }
 
   // ---------- tile map ----------
-  const TW = 150, TH = 104, GAP = 10;
+  const TW = 136, TH = 104, GAP = 8;
   function verdict(r) {
     if (!r) return 'z-none';
     if (r.overdue > 0) return 'z-overdue';
@@ -659,7 +659,10 @@
     $('signout').addEventListener('click', signOut);
     $('tabs').addEventListener('keydown', onTabKey);
     $('hz-close').addEventListener('click', () => $('hazard').close());
-    $('hazard').addEventListener('close', () => { const f = $('hazard').returnFocus; if (f && f.isConnected) f.focus(); });
+    $('hazard').addEventListener('close', () => { // back to the row that opened it, unless the user has moved on
+      const f = $('hazard').returnFocus, a = document.activeElement;
+      if (f && f.isConnected && (!a || a === document.body || $('hazard').contains(a))) f.focus();
+    });
     $('hazard').addEventListener('click', (ev) => { if (ev.target === $('hazard')) $('hazard').close(); });
     new ResizeObserver(() => {
       const w = $('map').clientWidth;

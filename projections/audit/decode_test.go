@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"qingling/events"
 )
 
@@ -60,6 +62,18 @@ func TestDecodeAsParseEvent(t *testing.T) {
 		_ = json.Unmarshal(d2, &y)
 		if !reflect.DeepEqual(x, y) {
 			t.Fatalf("case %d: data %s vs %s", i, d1, d2)
+		}
+	}
+}
+
+func TestEventIDAsEvents(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		h, c := events.NewID(), events.NewID()
+		if i%7 == 0 {
+			c = strings.Repeat("x", i)
+		}
+		if got, want := eventID(uuid.MustParse(h), c), events.EventID(h, c); got != want {
+			t.Fatalf("eventID(%s, %q) = %s, events.EventID %s", h, c, got, want)
 		}
 	}
 }

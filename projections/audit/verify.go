@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -187,6 +188,7 @@ type Prepared struct {
 	sigErr  error // signature failure (with keys)
 	sigDone bool
 	tokens  []string
+	id      string   // the hazard id the subject names ("" if none)
 	wantID  string   // UUIDv5(hazard, command id)
 	prev    [32]byte // the event's prevhash, decoded
 	prevOK  bool
@@ -199,6 +201,12 @@ func (v *Verifier) Prepare(m Msg) *Prepared {
 	if len(p.tokens) == 8 && p.tokens[0] == "leaf" {
 		p.tokens = p.tokens[2:] // a county office's own log: leaf.<county>.hz.…
 	}
+	var hzUUID uuid.UUID
+	if len(p.tokens) == 6 && p.tokens[0] == "hz" {
+		if u, err := uuid.Parse(p.tokens[5]); err == nil && u.String() == p.tokens[5] {
+			p.id, hzUUID = p.tokens[5], u
+		}
+	}
 	d, _ := v.decoders.Get().(*decoder)
 	if d == nil {
 		d = newDecoder()
@@ -207,7 +215,10 @@ func (v *Verifier) Prepare(m Msg) *Prepared {
 	d.raw, d.e, d.p = nil, nil, nil
 	v.decoders.Put(d)
 	if p.err == nil {
-		if events.CanonicalUUID("subject", p.ev.Subject) == nil {
+		switch {
+		case p.id != "" && p.ev.Subject == p.id:
+			p.wantID = eventID(hzUUID, p.ev.CommandID)
+		case events.CanonicalUUID("subject", p.ev.Subject) == nil:
 			p.wantID = events.EventID(p.ev.Subject, p.ev.CommandID)
 		}
 		if len(p.ev.PrevHash) == 64 {
@@ -248,10 +259,7 @@ func (v *Verifier) Apply(p *Prepared) {
 	}
 	defer func() { v.log = append(v.log, le) }()
 
-	id := ""
-	if len(p.tokens) == 6 && p.tokens[0] == "hz" && events.CanonicalUUID("id", p.tokens[5]) == nil {
-		id = p.tokens[5]
-	}
+	id := p.id
 	e := p.ev
 	le.in = v.inFilter(p.tokens, e)
 	report := func(code, hazard, format string, args ...any) {
@@ -659,4 +667,20 @@ func plural(n uint64, one, many string) string {
 		return "1 " + one
 	}
 	return fmt.Sprintf("%d %s", n, many)
+}
+
+// eventID is events.EventID (UUIDv5 of hazard and command id) without its allocations.
+func eventID(hazard uuid.UUID, commandID string) string {
+	var buf [16 + 64]byte
+	if len(commandID) > 64 {
+		return events.EventID(hazard.String(), commandID)
+	}
+	copy(buf[:16], hazard[:])
+	n := 16 + copy(buf[16:], commandID)
+	sum := sha1.Sum(buf[:n])
+	var u uuid.UUID
+	copy(u[:], sum[:16])
+	u[6] = (u[6] & 0x0f) | 0x50 // version 5
+	u[8] = (u[8] & 0x3f) | 0x80 // RFC 4122 variant
+	return u.String()
 }

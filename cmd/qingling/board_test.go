@@ -51,6 +51,9 @@ func TestBoard(t *testing.T) {
 	if r := boardGet(t, base+"/", ""); r.Code != 200 || !strings.Contains(string(r.Raw), "signin-form") {
 		t.Fatalf("GET / without a credential = %d", r.Code)
 	}
+	if r := boardGet(t, base+"/v1/nope", desk); r.Code != 404 || !strings.Contains(string(r.Raw), `"no_route"`) {
+		t.Fatalf("an unknown /v1/ route = %d %s, want the API's JSON 404", r.Code, r.Raw)
+	}
 
 	// The browser reaches the server through a TCP relay that the test can cut, to see the
 	// page lose its feed and get it back.
@@ -112,6 +115,10 @@ func TestBoard(t *testing.T) {
 	boardWait(t, ctx, 2*time.Second, "the tile to show the clearance within 2 s", cond)
 	took := time.Since(cleared)
 	t.Logf("the page showed the clearance %v after the API answered", took.Round(time.Millisecond))
+	if !boardEval[bool](t, ctx, fmt.Sprintf(`document.querySelector('%s').classList.contains('flash')`, tile)) {
+		t.Error("the changed tile is not marked as just changed")
+	}
+	shots("board-live.png", false)
 	if !boardEval[bool](t, ctx, `window.__sameDocument === true`) {
 		t.Fatal("the page reloaded")
 	}

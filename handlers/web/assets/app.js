@@ -50,7 +50,7 @@
     me: null, tabs: [], sector: null, root: null, mapRegion: null, sel: null,
     rows: new Map(), // key → row (what the board shows: the map region and its children)
     days: [], gen: 0, es: null, retry: 0, retryTimer: 0, refreshTimer: 0, narrow: null, mapKey: '',
-    asOf: '', lastFeed: 0,
+    asOf: '', lastFeed: 0, flash: new Map(), // region → until when its tile is outlined
   };
 
   // ---------- small DOM helpers (text is always set as text, never parsed as HTML) ----------
@@ -408,16 +408,25 @@
     return g;
   }
   function rowFor(region) { return st.rows.get(statusKey(st.sector, region)); }
-  function updateTiles() {
+  // updateTiles writes the rows into the tiles; with live set, a tile whose numbers changed is
+  // outlined for a few seconds (what changed in the last moments).
+  function updateTiles(live) {
+    const now = Date.now();
     for (const g of $('map').querySelectorAll('g.tile')) {
       const code = g.dataset.region;
       const r = rowFor(code);
-      g.setAttribute('class', `tile ${verdict(r)}`);
-      g.setAttribute('aria-pressed', code === st.sel ? 'true' : 'false');
+      let changed = false;
       for (const t of g.querySelectorAll('[data-count]')) {
         const v = r ? String(r[t.dataset.count] ?? '–') : '–';
-        if (t.textContent !== v) t.textContent = v;
+        if (t.textContent !== v) { changed = changed || t.textContent !== '–'; t.textContent = v; }
       }
+      if (live && changed) {
+        st.flash.set(code, now + 3000);
+        setTimeout(() => updateTiles(false), 3100);
+      }
+      const flash = (st.flash.get(code) || 0) > now ? ' flash' : '';
+      g.setAttribute('class', `tile ${verdict(r)}${flash}`);
+      g.setAttribute('aria-pressed', code === st.sel ? 'true' : 'false');
       g.querySelector('.verdict').textContent = verdictText(r);
       const label = `${regionZh(code)} ${regionEn(code)}: ` + (r
         ? `未销号 open ${r.open}, 重大 major ${r.open_major}, 逾期 overdue ${r.overdue}, 待验收 awaiting ${r.awaiting_verification}; ${verdictText(r)}`
@@ -645,7 +654,7 @@
       }
     }
     if (touched) {
-      updateTiles();
+      updateTiles(true);
       renderHeadline();
       if (st.days.length) renderChart();
       $('asof').textContent = st.asOf ? `截至 as of ${fmtTime(st.asOf)}` : '';

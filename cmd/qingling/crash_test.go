@@ -275,6 +275,32 @@ func TestCrashSafety(t *testing.T) {
 		}
 		retried++
 	}
+	// the projections equal a fresh rebuild, and verify passes
+	statusOf := func(url string) string {
+		req, _ := http.NewRequest("GET", url+"/v1/status?sector=trade&region=530000", nil)
+		req.Header.Set("Authorization", "Bearer "+ver.Token)
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var m map[string]any
+		json.NewDecoder(res.Body).Decode(&m)
+		rows, _ := json.Marshal(m["rows"])
+		return string(rows)
+	}
+	before := statusOf(c.url)
+	c.kill()
+	if out, err := exec.Command(bin, "verify", "--data", dir).CombinedOutput(); err != nil {
+		t.Fatalf("verify after %d kills: %v\n%s", kills, err, out)
+	}
+	if out, err := exec.Command(bin, "rebuild", "--data", dir).CombinedOutput(); err != nil {
+		t.Fatalf("rebuild: %v\n%s", err, out)
+	}
+	c = startChild(t, bin, args...)
+	if after := statusOf(c.url); after != before || !bytes.Contains([]byte(after), []byte(`"open"`)) {
+		t.Fatalf("status after a fresh rebuild differs:\nbefore %s\nafter  %s", before, after)
+	}
 	t.Logf("kills %d, acknowledged reports %d, acknowledged amendments %d, lost %d, doubled %d, retried %d", kills, len(acked), len(amended), lost, doubled, retried)
 	if len(acked) == 0 {
 		t.Fatal("no command was acknowledged; the test proved nothing")

@@ -189,7 +189,8 @@ func (m *Main) open(ctx context.Context) error {
 			return err
 		}
 	}
-	if m.Store, err = jsstore.Open(ctx, m.Conn, jsstore.Config{Replicas: cfg.Replicas, Duplicates: cfg.Duplicates, RetryFor: cfg.StoreRetry, Leaves: cfg.Leaves, Prefix: leafPrefix(cfg.LeafCounty)}); err != nil {
+	if m.Store, err = jsstore.Open(ctx, m.Conn, jsstore.Config{Replicas: cfg.Replicas, Duplicates: cfg.Duplicates, RetryFor: cfg.StoreRetry, Leaves: cfg.Leaves, Prefix: leafPrefix(cfg.LeafCounty),
+		NoSync: cfg.NoSync && cfg.NATSURL == ""}); err != nil {
 		return err
 	}
 	m.Index = projections.NewIndex(m.Catalog)

@@ -126,6 +126,10 @@ type committer struct {
 	running bool          // a run goroutine exists
 	kick    chan struct{} // a new append queued
 
+	// publish sends one atomic batch (jetstreamext.PublishMsgBatch; the first message without
+	// a flow-control round trip).
+	publish func(ctx context.Context, msgs []*nats.Msg) (*jetstreamext.BatchAck, error)
+
 	batches, batched, rejected, lingered, small atomic.Uint64
 	gathering, committing                       atomic.Int64
 }
@@ -149,7 +153,11 @@ type outcome struct {
 var pendingPool = sync.Pool{New: func() any { return &pending{done: make(chan outcome, 1)} }} // recycled queue entries; holds no state between uses
 
 func newCommitter(s *Store, cfg GroupCommit) *committer {
-	return &committer{s: s, cfg: cfg, kick: make(chan struct{}, 1)}
+	c := &committer{s: s, cfg: cfg, kick: make(chan struct{}, 1)}
+	c.publish = func(ctx context.Context, msgs []*nats.Msg) (*jetstreamext.BatchAck, error) {
+		return jetstreamext.PublishMsgBatch(ctx, s.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: 2 * time.Second})
+	}
+	return c
 }
 
 // hazardKey is what a batch may hold once: the hazard id (the subject's last token).
@@ -313,7 +321,7 @@ func (c *committer) commit(batch []*pending) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	start := time.Now()
-	ack, err := jetstreamext.PublishMsgBatch(ctx, c.s.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: 2 * time.Second})
+	ack, err := c.publish(ctx, msgs)
 	c.committing.Add(int64(time.Since(start)))
 	cancel()
 	if err != nil || ack == nil || ack.BatchSize != uint64(len(batch)) || ack.Sequence < ack.BatchSize {

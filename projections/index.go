@@ -68,7 +68,7 @@ func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) erro
 	if err != nil {
 		return err
 	}
-	x.share(nh)
+	x.share(nh, p)
 	if h == nil {
 		x.hz[nh.ID] = nh
 		i := sort.Search(len(x.byRep), func(i int) bool { return x.byRep[i].ReportSeq > seq })
@@ -83,15 +83,27 @@ func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) erro
 }
 
 // share points h's strings that many hazards repeat (codes, sites, actors, homes) at one copy
-// each, instead of one copy per hazard decoded from its own event: a quarter of the index's
-// memory. Under x.mu.
-func (x *Index) share(h *events.Hazard) {
-	if g, ok := x.cat.Region(h.Region); ok {
-		h.Region = g.Code
-	}
-	for _, f := range []*string{&h.SiteKey, &h.SiteName, &h.Grade, &h.Criterion, &h.Source, &h.Home, &h.ListLevel,
-		&h.ReportedBy, &h.CompletedBy, &h.ClearedBy} {
-		*f = x.str(*f)
+// each, instead of one copy per hazard decoded from its own event: a sixth of the index's
+// memory. Only the fields the event p can have set are looked at. Under x.mu.
+func (x *Index) share(h *events.Hazard, p any) {
+	switch p.(type) {
+	case *events.Reported:
+		if g, ok := x.cat.Region(h.Region); ok {
+			h.Region = g.Code
+		}
+		for _, f := range []*string{&h.SiteKey, &h.SiteName, &h.Grade, &h.Criterion, &h.Source, &h.Home, &h.ReportedBy} {
+			*f = x.str(*f)
+		}
+	case *events.Amended:
+		h.SiteName = x.str(h.SiteName)
+	case *events.Graded:
+		h.Grade, h.Criterion = x.str(h.Grade), x.str(h.Criterion)
+	case *events.Listed:
+		h.ListLevel = x.str(h.ListLevel)
+	case *events.Completed:
+		h.CompletedBy = x.str(h.CompletedBy)
+	case *events.Cleared:
+		h.ClearedBy = x.str(h.ClearedBy)
 	}
 }
 

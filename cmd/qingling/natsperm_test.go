@@ -117,6 +117,15 @@ func TestNATSPermissions(t *testing.T) {
 		t.Fatal("desk watch delivered nothing")
 	}
 	w.Stop()
+	// The status query over the NATS service, scoped like HTTP's.
+	sm, err := desk.Request("qingling.cmd.desk-km.status", []byte(`{"sector":"chem","region":"530100"}`), 5*time.Second)
+	if err != nil || sm.Header.Get("Qingling-Status") != "200" || !strings.Contains(string(sm.Data), `"rows"`) {
+		t.Fatalf("desk status over NATS: %v %v %s", err, sm.Header, sm.Data)
+	}
+	sm, err = desk.Request("qingling.cmd.desk-km.status", []byte(`{"sector":"mine","region":"530100"}`), 5*time.Second)
+	if err != nil || strings.Contains(string(sm.Data), `"key"`) {
+		t.Fatalf("desk reads another sector's status over NATS: %v %v %s", err, sm.Header, sm.Data)
+	}
 	// Another jurisdiction's key, the bare create, and direct gets are refused.
 	for _, subj := range []string{
 		"$JS.API.CONSUMER.CREATE.KV_hz_status.x.$KV.hz_status.chem.530000.530300",

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -241,6 +244,7 @@ func (m *Main) open(ctx context.Context) error {
 	if m.Users != nil {
 		ncfg.Users = m.Users
 	}
+	ncfg.Status = m.natsStatus
 	if m.Service, err = natsapi.Start(m.Conn, ncfg); err != nil {
 		return err
 	}
@@ -440,3 +444,39 @@ func envOr(k, def string) string {
 	}
 	return def
 }
+
+// natsStatus answers the NATS service's status query through the same handler as
+// GET /v1/status, as the user the service authenticated.
+func (m *Main) natsStatus(ctx context.Context, u *events.User, params url.Values) (any, error) {
+	if u != nil {
+		ctx = httpapi.WithUser(ctx, u)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "/v1/status?"+params.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	rec := &bufferWriter{header: http.Header{}, code: http.StatusOK}
+	m.HTTP.Handler.ServeHTTP(rec, req)
+	if rec.code != http.StatusOK {
+		var body struct {
+			Error *events.Error `json:"error"`
+		}
+		if json.Unmarshal(rec.buf.Bytes(), &body) != nil || body.Error == nil {
+			return nil, fmt.Errorf("status query: HTTP %d", rec.code)
+		}
+		body.Error.Kind = httpapi.KindOfStatus(rec.code)
+		return nil, body.Error
+	}
+	return json.RawMessage(rec.buf.Bytes()), nil
+}
+
+// bufferWriter is an in-memory http.ResponseWriter.
+type bufferWriter struct {
+	header http.Header
+	code   int
+	buf    bytes.Buffer
+}
+
+func (b *bufferWriter) Header() http.Header         { return b.header }
+func (b *bufferWriter) Write(p []byte) (int, error) { return b.buf.Write(p) }
+func (b *bufferWriter) WriteHeader(code int)        { b.code = code }

@@ -23,6 +23,16 @@ var status = map[events.Kind]int{ // read-only lookup table
 	events.KindUnavailable:     http.StatusServiceUnavailable,
 }
 
+// KindOfStatus maps an HTTP status back to its error kind.
+func KindOfStatus(code int) events.Kind {
+	for k, c := range status {
+		if c == code {
+			return k
+		}
+	}
+	return events.KindInternal
+}
+
 // StatusOf maps an error to its HTTP status.
 func StatusOf(err error) int { return status[events.ErrorOf(err).Kind] }
 

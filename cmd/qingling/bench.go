@@ -51,6 +51,7 @@ type benchConfig struct {
 	rows       map[string]bool
 	cpuprofile string
 	feedN      int
+	group      jsstore.GroupCommit // the bench store's group commit (serve's defaults unless set)
 	out        io.Writer
 	errw       io.Writer
 }
@@ -70,6 +71,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	rows := fs.String("rows", strings.Join(benchGroups, ","), "row groups to run: "+strings.Join(benchGroups, ","))
 	fs.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the measured rows to this file")
 	fs.IntVar(&cfg.feedN, "feed", 300, "commands for the feed latency row")
+	fs.IntVar(&cfg.group.MinInFlight, "group-min-inflight", 0, "store rows: appends in flight from which group commit batches (0: the store's default)")
+	fs.IntVar(&cfg.group.MinBatch, "group-min-batch", 0, "store rows: smallest batch (0: the store's default)")
+	fs.DurationVar(&cfg.group.Linger, "group-linger", 0, "store rows: group commit linger (0: the store's default)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -943,7 +947,7 @@ func (a *appendServer) close() {
 	}
 }
 
-func openAppendServer(ctx context.Context, srv *server.Server, noSync bool) (*appendServer, error) {
+func openAppendServer(ctx context.Context, srv *server.Server, noSync bool, group jsstore.GroupCommit) (*appendServer, error) {
 	a := &appendServer{}
 	rawNC, err := jsstore.ConnectInProcess(srv, nats.Name("bench-raw"))
 	if err != nil {
@@ -960,7 +964,7 @@ func openAppendServer(ctx context.Context, srv *server.Server, noSync bool) (*ap
 		return nil, err
 	}
 	a.closer = append(a.closer, storeNC.Close)
-	if a.store, err = jsstore.Open(ctx, storeNC, jsstore.Config{Stream: benchStream, Prefix: "bench.", NoSync: noSync}); err != nil {
+	if a.store, err = jsstore.Open(ctx, storeNC, jsstore.Config{Stream: benchStream, Prefix: "bench.", NoSync: noSync, GroupCommit: group}); err != nil {
 		a.close()
 		return nil, err
 	}
@@ -969,7 +973,7 @@ func openAppendServer(ctx context.Context, srv *server.Server, noSync bool) (*ap
 }
 
 func (b *bench) durableAppends(ctx context.Context, m *Main) error {
-	a, err := openAppendServer(ctx, m.NATS, false)
+	a, err := openAppendServer(ctx, m.NATS, false, b.cfg.group)
 	if err != nil {
 		return err
 	}
@@ -1083,7 +1087,7 @@ func (b *bench) noSyncAppends(ctx context.Context) error {
 		return err
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	a, err := openAppendServer(ctx, srv, true)
+	a, err := openAppendServer(ctx, srv, true, b.cfg.group)
 	if err != nil {
 		return err
 	}

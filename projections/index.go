@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -32,8 +33,9 @@ type Index struct {
 	hz      map[string]*events.Hazard
 	byRep   []*events.Hazard // by report sequence, for stable cursors
 	cmds    map[uuid.UUID]CommandRecord
-	applied uint64 // last stream sequence applied in order by the feed
-	notify  chan struct{}
+	applied uint64            // last stream sequence applied in order by the feed
+	notify  chan struct{}     // closed (and replaced) when applied moves on and someone waits
+	waiting atomic.Int32      // waiters on notify: registered under the read lock
 	strs    map[string]string // one copy of each repeated string of hazards (sites, actors, codes)
 }
 
@@ -127,8 +129,10 @@ func (x *Index) MarkApplied(seq uint64) {
 	x.mu.Lock()
 	if seq > x.applied {
 		x.applied = seq
-		close(x.notify)
-		x.notify = make(chan struct{})
+		if x.waiting.Load() > 0 { // no channel to close and replace per event while nobody waits
+			close(x.notify)
+			x.notify = make(chan struct{})
+		}
 	}
 	x.mu.Unlock()
 }
@@ -145,14 +149,19 @@ func (x *Index) WaitApplied(ctx context.Context, seq uint64) error {
 	for {
 		x.mu.RLock()
 		done, ch := x.applied >= seq, x.notify
+		if !done {
+			x.waiting.Add(1)
+		}
 		x.mu.RUnlock()
 		if done {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
+			x.waiting.Add(-1)
 			return ctx.Err()
 		case <-ch:
+			x.waiting.Add(-1)
 		}
 	}
 }
@@ -163,16 +172,21 @@ func (x *Index) WaitHazard(ctx context.Context, id string, seq uint64) error {
 		x.mu.RLock()
 		h, ch := x.hz[id], x.notify
 		done := h != nil && h.Seq >= seq
+		if !done {
+			x.waiting.Add(1)
+		}
 		x.mu.RUnlock()
 		if done {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
+			x.waiting.Add(-1)
 			return ctx.Err()
 		case <-ch:
 		case <-time.After(20 * time.Millisecond): // direct applies do not notify
 		}
+		x.waiting.Add(-1)
 	}
 }
 

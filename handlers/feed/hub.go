@@ -37,8 +37,8 @@ type Hub struct {
 	KV  jetstream.KeyValue
 	JS  jetstream.JetStream // reads the bucket's history for a resume older than Keep
 	Log *slog.Logger
-	// Keep is how many recent entries are kept for resuming without reading history
-	// (default 4096). Buffer is each subscriber's queue (default 1024): a subscriber that
+	// Keep is how many recent entries (at least; up to twice as many) are kept for resuming
+	// without reading history (default 4096). Buffer is each subscriber's queue (default 1024): a subscriber that
 	// falls that far behind is ended and resumes with Last-Event-ID.
 	Keep, Buffer int
 
@@ -151,7 +151,7 @@ func (h *Hub) add(e Entry) {
 		return // initial values: in latest only
 	}
 	h.recent = append(h.recent, e)
-	if len(h.recent) > h.Keep {
+	if len(h.recent) >= 2*h.Keep { // trim by halves: amortised O(1) per entry
 		drop := len(h.recent) - h.Keep
 		h.floor = h.recent[drop-1].Rev
 		h.recent = append(h.recent[:0:0], h.recent[drop:]...)

@@ -52,13 +52,16 @@ func Verify(ctx context.Context, js jetstream.JetStream, cfg VerifyConfig) (audi
 		}
 		opts.Checkpoints = cps
 	}
-	v := audit.New(opts)
 	var total uint64
 	if str, err := js.Stream(ctx, cfg.Stream); err == nil {
 		if info, err := str.Info(ctx); err == nil {
 			total = info.State.Msgs
 		}
 	}
+	if opts.SizeHint == 0 && len(cfg.Filter) == 0 {
+		opts.SizeHint = int(min(total, 1<<26))
+	}
+	v := audit.New(opts)
 	err := Walk(ctx, js, cfg.Stream, cfg.Filter, cfg.Workers, v.Prepare, func(p *audit.Prepared, done uint64) {
 		v.Apply(p)
 		if cfg.Progress != nil && done%4096 == 0 {

@@ -64,9 +64,10 @@ func trimLead(b []byte) []byte {
 	return b
 }
 
-func (d *decoder) decode(raw []byte) (*events.Event, any, error) {
-	d.raw, d.e, d.p, d.pFor = raw, &events.Event{}, nil, ""
-	e := d.e
+// decode reads raw into e (which it resets) and returns its payload.
+func (d *decoder) decode(raw []byte, e *events.Event) (any, error) {
+	*e = events.Event{}
+	d.raw, d.e, d.p, d.pFor = raw, e, nil, ""
 	if jsonv2.Unmarshal(raw, e, d.opts) == nil && e.SpecVersion == "1.0" && e.Type != "" && e.Subject != "" {
 		p := d.p
 		if p == nil || d.pFor != e.Type { // the data came first, or a later "type" replaced it
@@ -75,13 +76,13 @@ func (d *decoder) decode(raw []byte) (*events.Event, any, error) {
 			}
 		}
 		if p != nil {
-			return e, p, nil
+			return p, nil
 		}
 	}
 	ev, err := events.ParseEvent(raw)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	p, err := ev.Payload()
-	return ev, p, err
+	*e = *ev
+	return e.Payload()
 }

@@ -40,7 +40,8 @@ func TestDecodeAsParseEvent(t *testing.T) {
 		`{"data":{"reason":"r"},"specversion":"1.0","type":"hazard.withdrawn","subject":"x"}`, // data before type
 	}
 	for i, c := range cases {
-		e1, p1, err1 := newDecoder().decode([]byte(c))
+		e1 := &events.Event{}
+		p1, err1 := newDecoder().decode([]byte(c), e1)
 		e2, err2 := events.ParseEvent([]byte(c))
 		var p2 any
 		if err2 == nil {

@@ -52,6 +52,8 @@ type Options struct {
 	// [From, To) are reported; the chains are still followed from each hazard's report.
 	Sector, Region string
 	From, To       time.Time
+	// SizeHint is the number of messages expected (it sizes the verifier's table).
+	SizeHint int
 	// MaxPerCode caps the problems listed per code (the rest are counted); default 1000.
 	MaxPerCode int
 }
@@ -156,6 +158,7 @@ type Verifier struct {
 	rep    Report
 
 	decoders sync.Pool // of *decoder, for Prepare's goroutines
+	prepared sync.Pool // of *Prepared, back from Apply
 }
 
 // New returns a verifier.
@@ -163,7 +166,8 @@ func New(opts Options) *Verifier {
 	if opts.MaxPerCode == 0 {
 		opts.MaxPerCode = 1000
 	}
-	return &Verifier{opts: opts, hz: map[string]*hzState{}, next: 1, counts: map[string]int{}, rep: Report{Partial: opts.Partial}}
+	return &Verifier{opts: opts, hz: map[string]*hzState{}, next: 1, counts: map[string]int{}, rep: Report{Partial: opts.Partial},
+		log: make([]logEntry, 0, opts.SizeHint)}
 }
 
 func (v *Verifier) problem(p Problem) {
@@ -182,12 +186,14 @@ func (v *Verifier) problem(p Problem) {
 type Prepared struct {
 	Msg     Msg
 	hash    [32]byte
-	ev      *events.Event
+	event   events.Event
+	ev      *events.Event // &event once decoded
 	payload any
 	err     error // decode failure
 	sigErr  error // signature failure (with keys)
 	sigDone bool
 	tokens  []string
+	tok     [8]string
 	id      string   // the hazard id the subject names ("" if none)
 	wantID  string   // UUIDv5(hazard, command id)
 	prev    [32]byte // the event's prevhash, decoded
@@ -196,14 +202,18 @@ type Prepared struct {
 
 // Prepare does a message's order-free work; it is safe to call from several goroutines.
 func (v *Verifier) Prepare(m Msg) *Prepared {
-	p := &Prepared{Msg: m, hash: sha256.Sum256(m.Data)}
-	p.tokens = strings.Split(m.Subject, ".")
+	p, _ := v.prepared.Get().(*Prepared)
+	if p == nil {
+		p = &Prepared{}
+	}
+	*p = Prepared{Msg: m, hash: sha256.Sum256(m.Data)}
+	p.tokens = splitSubject(m.Subject, &p.tok)
 	if len(p.tokens) == 8 && p.tokens[0] == "leaf" {
 		p.tokens = p.tokens[2:] // a county office's own log: leaf.<county>.hz.…
 	}
 	var hzUUID uuid.UUID
 	if len(p.tokens) == 6 && p.tokens[0] == "hz" {
-		if u, err := uuid.Parse(p.tokens[5]); err == nil && u.String() == p.tokens[5] {
+		if u, ok := canonicalUUID(p.tokens[5]); ok {
 			p.id, hzUUID = p.tokens[5], u
 		}
 	}
@@ -211,9 +221,12 @@ func (v *Verifier) Prepare(m Msg) *Prepared {
 	if d == nil {
 		d = newDecoder()
 	}
-	p.ev, p.payload, p.err = d.decode(m.Data)
+	p.payload, p.err = d.decode(m.Data, &p.event)
 	d.raw, d.e, d.p = nil, nil, nil
 	v.decoders.Put(d)
+	if p.err == nil {
+		p.ev = &p.event
+	}
 	if p.err == nil {
 		switch {
 		case p.id != "" && p.ev.Subject == p.id:
@@ -222,8 +235,7 @@ func (v *Verifier) Prepare(m Msg) *Prepared {
 			p.wantID = events.EventID(p.ev.Subject, p.ev.CommandID)
 		}
 		if len(p.ev.PrevHash) == 64 {
-			_, err := hex.Decode(p.prev[:], []byte(p.ev.PrevHash))
-			p.prevOK = err == nil
+			p.prevOK = decodeHex(p.prev[:], p.ev.PrevHash)
 		}
 	}
 	if p.err == nil && p.ev.Sig != "" && v.opts.Keys != nil {
@@ -238,8 +250,10 @@ func (v *Verifier) Prepare(m Msg) *Prepared {
 // Add checks one message (Prepare then Apply).
 func (v *Verifier) Add(m Msg) { v.Apply(v.Prepare(m)) }
 
-// Apply checks one prepared message; messages must come in stream order.
+// Apply checks one prepared message; messages must come in stream order. It takes p: p is
+// reused afterwards.
 func (v *Verifier) Apply(p *Prepared) {
+	defer v.prepared.Put(p)
 	m := &p.Msg
 	r := &v.rep
 	r.Events++
@@ -253,17 +267,18 @@ func (v *Verifier) Apply(p *Prepared) {
 		v.next = m.Seq + 1
 	}
 	r.LastSeq = max(r.LastSeq, m.Seq)
-	le := logEntry{seq: m.Seq, hash: p.hash, hz: -1, sourced: m.Source != ""}
+	v.log = append(v.log, logEntry{seq: m.Seq, hash: p.hash, hz: -1, sourced: m.Source != ""})
+	le := &v.log[len(v.log)-1]
 	if le.sourced {
 		r.Sourced++
 	}
-	defer func() { v.log = append(v.log, le) }()
 
 	id := p.id
 	e := p.ev
 	le.in = v.inFilter(p.tokens, e)
+	in := le.in
 	report := func(code, hazard, format string, args ...any) {
-		if le.in {
+		if in {
 			v.problem(Problem{Code: code, Seq: m.Seq, Hazard: hazard, Message: fmt.Sprintf(format, args...)})
 		}
 	}
@@ -297,9 +312,11 @@ func (v *Verifier) Apply(p *Prepared) {
 		report(CodeIDMismatch, id, "Nats-Msg-Id %s is not the event id %s", m.MsgID, e.ID)
 	}
 	// The per-hazard chain: prevhash is the SHA-256 of the previous stored event.
-	want := events.GenesisHash(id)
+	var want [32]byte
 	if hz.n > 0 {
 		want = hz.lastHash
+	} else {
+		want = events.GenesisHash(id)
 	}
 	if !p.prevOK || p.prev != want {
 		if hz.n == 0 {
@@ -467,7 +484,7 @@ func (v *Verifier) checkpoints() {
 
 	// Every digest some checkpoint lists, and every digest of the log: to tell a moved event
 	// from an altered or removed one.
-	listed := map[[8]byte]bool{}
+	// Both are built only when an entry does not match.
 	entriesOf := map[*Checkpoint][]Entry{}
 	for _, c := range chosen {
 		es, err := DecodeEntries(c.Entries)
@@ -476,9 +493,18 @@ func (v *Verifier) checkpoints() {
 			continue
 		}
 		entriesOf[c] = es
-		for _, e := range es {
-			listed[e.Digest] = true
+	}
+	var listedSet map[[8]byte]bool
+	listed := func(d [8]byte) bool {
+		if listedSet == nil {
+			listedSet = map[[8]byte]bool{}
+			for _, es := range entriesOf {
+				for _, e := range es {
+					listedSet[e.Digest] = true
+				}
+			}
 		}
+		return listedSet[d]
 	}
 	var inLog map[[8]byte]uint64
 	where := func(d [8]byte) (uint64, bool) {
@@ -555,7 +581,7 @@ func (v *Verifier) checkpoints() {
 				switch {
 				case en.Seq > v.rep.LastSeq:
 					v.problem(Problem{Code: CodeTruncated, Seq: en.Seq, Hazard: hazard, Message: fmt.Sprintf("instance %s appended this event (checkpoint %d) but the log ends at seq %d: the tail was cut off", inst, c.N, v.rep.LastSeq)})
-				case le == nil || listed[digestOf(le)]:
+				case le == nil || listed(digestOf(le)):
 					v.problem(Problem{Code: CodeRemoved, Seq: en.Seq, Hazard: hazard, Message: fmt.Sprintf("instance %s appended an event of this hazard at this seq (checkpoint %d); it is not in the log", inst, c.N)})
 				default:
 					explained.set(en.Seq)
@@ -683,4 +709,65 @@ func eventID(hazard uuid.UUID, commandID string) string {
 	u[6] = (u[6] & 0x0f) | 0x50 // version 5
 	u[8] = (u[8] & 0x3f) | 0x80 // RFC 4122 variant
 	return u.String()
+}
+
+// splitSubject splits a subject into at most 8 tokens without allocating (more: nil).
+func splitSubject(s string, into *[8]string) []string {
+	n := 0
+	for {
+		if n == len(into) {
+			return nil
+		}
+		i := strings.IndexByte(s, '.')
+		if i < 0 {
+			into[n] = s
+			return into[:n+1]
+		}
+		into[n], s = s[:i], s[i+1:]
+		n++
+	}
+}
+
+// canonicalUUID parses s if it is a UUID spelled canonically (lowercase, hyphenated).
+func canonicalUUID(s string) (uuid.UUID, bool) {
+	if len(s) != 36 {
+		return uuid.UUID{}, false
+	}
+	for i := 0; i < 36; i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return uuid.UUID{}, false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return uuid.UUID{}, false
+			}
+		}
+	}
+	u, err := uuid.Parse(s)
+	return u, err == nil
+}
+
+// decodeHex decodes lowercase hex s (as HashString writes it) into dst (len(s) == 2*len(dst)).
+func decodeHex(dst []byte, s string) bool {
+	val := func(c byte) (byte, bool) {
+		switch {
+		case c >= '0' && c <= '9':
+			return c - '0', true
+		case c >= 'a' && c <= 'f':
+			return c - 'a' + 10, true
+		}
+		return 0, false
+	}
+	for i := range dst {
+		hi, ok1 := val(s[2*i])
+		lo, ok2 := val(s[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
 }

@@ -38,8 +38,8 @@ type Hub struct {
 	JS  jetstream.JetStream // reads the bucket's history for a resume older than Keep
 	Log *slog.Logger
 	// Keep is how many recent entries (at least; up to twice as many) are kept for resuming
-	// without reading history (default 4096). Buffer is each subscriber's queue (default 1024): a subscriber that
-	// falls that far behind is ended and resumes with Last-Event-ID.
+	// without reading history (default 4096). Buffer is each subscriber's queue (default
+	// 1024): a subscriber that falls that far behind is ended and resumes with Last-Event-ID.
 	Keep, Buffer int
 
 	mu     sync.Mutex

@@ -262,6 +262,9 @@ func printReport(w io.Writer, rep *audit.Report, took time.Duration) {
 		fmt.Fprintln(w, "checkpoints: not checked (part of the log)")
 	} else {
 		fmt.Fprintf(w, "checkpoints: %d from %d instances; %d events covered, %d pending after seq %d\n", rep.Checkpoints, rep.Instances, rep.Covered, rep.Pending, rep.Horizon)
+		if rep.Unvouched > 0 {
+			fmt.Fprintf(w, "  %d events acknowledged just before an unclean stop (crash, kill) are in no checkpoint; their chains, hashes and signatures were checked\n", rep.Unvouched)
+		}
 	}
 	for _, p := range rep.Problems {
 		fmt.Fprintln(w, "PROBLEM", p.String())

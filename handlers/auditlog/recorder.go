@@ -148,6 +148,14 @@ func (c *Checkpointer) Start(ctx context.Context) error {
 		return err
 	}
 	c.started = true
+	if last != nil && !last.Final {
+		// The previous run of this instance did not stop cleanly: say so at once, so that
+		// verify knows its last, uncheckpointed acks were lost with it.
+		c.w.Restarting = true
+		if _, err := c.checkpoint(ctx, false, true); err != nil {
+			return err
+		}
+	}
 	if last == nil {
 		// A new instance announces itself before it appends anything, so that verify does
 		// not take its first events for someone else's while it has no checkpoint yet.

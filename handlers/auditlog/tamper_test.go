@@ -190,8 +190,14 @@ func TestCheckpointsResumeAfterRestart(t *testing.T) {
 	if err != nil || c == nil {
 		t.Fatal(c, err)
 	}
-	if c.N != uint64(len(first))+1 || c.Prev != first[len(first)-1].Digest() || !c.Final {
-		t.Fatalf("resumed checkpoint %+v does not follow %d", c, len(first))
+	// The first run did not stop cleanly (no final checkpoint): the restart says so first.
+	all, _, _ := auditlog.ReadCheckpoints(r.ctx, r.js)
+	restart := all[len(first)]
+	if !restart.Restart || restart.N != uint64(len(first))+1 || restart.Prev != first[len(first)-1].Digest() || restart.Count != 0 {
+		t.Fatalf("restart marker %+v does not follow %d", restart, len(first))
+	}
+	if c.N != uint64(len(first))+2 || c.Prev != restart.Digest() || !c.Final || c.Restart {
+		t.Fatalf("resumed checkpoint %+v does not follow the restart marker", c)
 	}
 	if rep := r.verify(nil); !rep.OK() || rep.Pending != 0 {
 		t.Fatalf("after a restart: %+v", rep)

@@ -46,6 +46,10 @@ type Checkpoint struct {
 	Hash    string `json:"hash"`            // the running hash after this checkpoint's events (hex)
 	Entries string `json:"entries"`         // base64 of EntrySize-byte entries, in ack order
 	Final   bool   `json:"final,omitempty"` // the instance stopped cleanly after this checkpoint
+	// Restart: the instance started again after an unclean stop (a crash, SIGKILL, power cut);
+	// what it appended after its previous checkpoint, up to Through, was acknowledged but its
+	// record of those acks was lost with the process, so no checkpoint vouches for them.
+	Restart bool `json:"restart,omitempty"`
 	Sig     string `json:"sig"`             // ed25519 by Instance over SigningBytes, base64
 }
 
@@ -176,6 +180,8 @@ type Writer struct {
 	total uint64
 	last  uint64
 	init  bool
+	// Restarting marks the next checkpoint as a restart after an unclean stop.
+	Restarting bool
 }
 
 // Resume continues the chain after last, the instance's latest checkpoint (nil: a new chain).
@@ -215,7 +221,7 @@ func (w *Writer) Next(acks []Acked, through uint64, now time.Time, final bool) (
 	}
 	c := &Checkpoint{V: Version, Instance: w.Instance, N: w.n + 1, Prev: w.prev, Time: now.UTC(), Stream: w.Stream,
 		Count: len(acks), Total: w.total + uint64(len(acks)), LastSeq: last, Through: max(through, last),
-		Hash: hex.EncodeToString(h[:]), Entries: EncodeEntries(acks), Final: final}
+		Hash: hex.EncodeToString(h[:]), Entries: EncodeEntries(acks), Final: final, Restart: w.Restarting}
 	b, err := c.SigningBytes()
 	if err != nil {
 		return nil, err
@@ -230,6 +236,9 @@ func (w *Writer) Next(acks []Acked, through uint64, now time.Time, final bool) (
 
 // Advance moves the chain past c, once it is stored.
 func (w *Writer) Advance(c *Checkpoint) {
+	if c.Restart {
+		w.Restarting = false
+	}
 	w.n, w.prev, w.total, w.last = c.N, c.Digest(), c.Total, c.LastSeq
 	h, _ := hex.DecodeString(c.Hash)
 	copy(w.hash[:], h)

@@ -116,6 +116,10 @@ type Report struct {
 	Instances   int            `json:"instances"`
 	Covered     int            `json:"covered"` // events of the log some checkpoint covers
 	Pending     int            `json:"pending"` // events after the horizon, not yet checkpointed
+	// Unvouched: events no checkpoint covers that lie in a window where an instance stopped
+	// uncleanly (its acks since its previous checkpoint were lost with the process). Not a
+	// problem by themselves: their chains, hashes and signatures are still checked.
+	Unvouched int `json:"unvouched"`
 	Sourced     int            `json:"sourced"` // events sourced from county offices' logs (their checkpoints vouch for them)
 	Horizon     uint64         `json:"horizon"` // every event up to here must be covered
 	Partial     bool           `json:"partial"` // gaps and checkpoints not checked
@@ -521,6 +525,8 @@ func (v *Verifier) checkpoints() {
 	}
 	covered := newBitset(v.rep.LastSeq)
 	explained := newBitset(v.rep.LastSeq) // seqs already reported as altered
+	type window struct{ from, to uint64 } // (from, to]: an instance's unclean stop
+	var lost []window
 	horizon, anyOpen, maxThrough := uint64(0), false, uint64(0)
 	var mv movedRuns
 	for _, inst := range insts {
@@ -549,6 +555,13 @@ func (v *Verifier) checkpoints() {
 				v.problem(Problem{Code: CodeCheckpointChain, Seq: c.LastSeq, Message: fmt.Sprintf("instance %s: checkpoint %d does not name checkpoint %d as its predecessor", inst, c.N, prev.N)})
 			case prev == nil && c.Prev != "":
 				v.problem(Problem{Code: CodeCheckpointChain, Seq: c.LastSeq, Message: fmt.Sprintf("instance %s: checkpoint 1 names a predecessor", inst)})
+			}
+			if c.Restart && sigOK && trusted {
+				from := uint64(0)
+				if prev != nil {
+					from = prev.Through
+				}
+				lost = append(lost, window{from, c.Through})
 			}
 			es, ok := entriesOf[c]
 			if !ok {
@@ -626,6 +639,8 @@ func (v *Verifier) checkpoints() {
 		case explained.has(le.seq), le.sourced:
 		case le.seq > horizon:
 			v.rep.Pending++
+		case slices.ContainsFunc(lost, func(w window) bool { return le.seq > w.from && le.seq <= w.to }):
+			v.rep.Unvouched++
 		case le.in:
 			v.problem(Problem{Code: CodeNotAppended, Seq: le.seq, Hazard: v.hazardOf(le), Message: "no Qingling server checkpointed this event although every one has checkpointed past it: it was published into the stream bypassing the service"})
 		}

@@ -49,8 +49,8 @@ type Checkpoint struct {
 	// Restart: the instance started again after an unclean stop (a crash, SIGKILL, power cut);
 	// what it appended after its previous checkpoint, up to Through, was acknowledged but its
 	// record of those acks was lost with the process, so no checkpoint vouches for them.
-	Restart bool `json:"restart,omitempty"`
-	Sig     string `json:"sig"`             // ed25519 by Instance over SigningBytes, base64
+	Restart bool   `json:"restart,omitempty"`
+	Sig     string `json:"sig"` // ed25519 by Instance over SigningBytes, base64
 }
 
 // Version of the checkpoint format.

@@ -106,25 +106,25 @@ const (
 
 // Report of a verification.
 type Report struct {
-	Events      int            `json:"events"`
-	Hazards     int            `json:"hazards"`
-	FirstSeq    uint64         `json:"first_seq"`
-	LastSeq     uint64         `json:"last_seq"`
-	Signed      int            `json:"signed"`
-	SigChecked  int            `json:"signatures_checked"`
-	Checkpoints int            `json:"checkpoints"`
-	Instances   int            `json:"instances"`
-	Covered     int            `json:"covered"` // events of the log some checkpoint covers
-	Pending     int            `json:"pending"` // events after the horizon, not yet checkpointed
+	Events      int    `json:"events"`
+	Hazards     int    `json:"hazards"`
+	FirstSeq    uint64 `json:"first_seq"`
+	LastSeq     uint64 `json:"last_seq"`
+	Signed      int    `json:"signed"`
+	SigChecked  int    `json:"signatures_checked"`
+	Checkpoints int    `json:"checkpoints"`
+	Instances   int    `json:"instances"`
+	Covered     int    `json:"covered"` // events of the log some checkpoint covers
+	Pending     int    `json:"pending"` // events after the horizon, not yet checkpointed
 	// Unvouched: events no checkpoint covers that lie in a window where an instance stopped
 	// uncleanly (its acks since its previous checkpoint were lost with the process). Not a
 	// problem by themselves: their chains, hashes and signatures are still checked.
-	Unvouched int `json:"unvouched"`
-	Sourced     int            `json:"sourced"` // events sourced from county offices' logs (their checkpoints vouch for them)
-	Horizon     uint64         `json:"horizon"` // every event up to here must be covered
-	Partial     bool           `json:"partial"` // gaps and checkpoints not checked
-	Problems    []Problem      `json:"problems"`
-	Dropped     map[string]int `json:"dropped,omitempty"` // problems over the cap, per code
+	Unvouched int            `json:"unvouched"`
+	Sourced   int            `json:"sourced"` // events sourced from county offices' logs (their checkpoints vouch for them)
+	Horizon   uint64         `json:"horizon"` // every event up to here must be covered
+	Partial   bool           `json:"partial"` // gaps and checkpoints not checked
+	Problems  []Problem      `json:"problems"`
+	Dropped   map[string]int `json:"dropped,omitempty"` // problems over the cap, per code
 }
 
 // OK reports whether nothing is wrong.

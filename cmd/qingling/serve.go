@@ -85,7 +85,6 @@ type Main struct {
 	HTTP     *http.Server
 	Listener net.Listener
 	Users    *identity.Store
-	natsOpts *server.Options
 	Evidence *evidence.Store // hz_evidence
 	Service  *natsapi.Server // the NATS micro service "qingling"
 
@@ -171,9 +170,9 @@ func (m *Main) open(ctx context.Context) error {
 			connOpts = append(connOpts, nats.Nkey(pub, service.Sign))
 		}
 		scfg.Options = func(o *server.Options) {
-			m.natsOpts = o
 			if m.Users != nil {
-				o.Nkeys = m.Users.NATSUsers(pub)
+				o.CustomClientAuthentication = m.Users.NATSAuth(pub)
+				o.AlwaysEnableNonce = true
 				o.TLSConfig = tlsConf
 			}
 			leafErr = cfg.leafOptions(o)
@@ -234,10 +233,6 @@ func (m *Main) open(ctx context.Context) error {
 			return err
 		}
 		api.Auth, api.Sessions = m.Users, &httpapi.Sessions{Key: key, Secure: tlsConf != nil}
-		if m.NATS != nil && cfg.NATSListen != "" {
-			m.wg.Add(1)
-			go func() { defer m.wg.Done(); m.reloadNATSUsers(runCtx, service) }()
-		}
 	}
 	api.Extra = evidence.Routes(api, m.Evidence)
 	ncfg := natsapi.Config{App: m.App, Log: log, Evidence: m.Evidence}
@@ -315,37 +310,6 @@ func (m *Main) URL() string {
 		return "https://" + m.Listener.Addr().String()
 	}
 	return "http://" + m.Listener.Addr().String()
-}
-
-// reloadNATSUsers regenerates the embedded server's users and permissions when the users
-// file changes (qingling user add/disable/rotate while serving).
-func (m *Main) reloadNATSUsers(ctx context.Context, service nkeys.KeyPair) {
-	pub, _ := service.PublicKey()
-	last := ""
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
-	for {
-		users := m.Users.NATSUsers(pub)
-		sig := fmt.Sprint(len(users))
-		for _, u := range users {
-			sig += u.Nkey + fmt.Sprint(u.Permissions)
-		}
-		if last != "" && sig != last {
-			opts := m.natsOpts.Clone()
-			opts.Nkeys = users
-			if err := m.NATS.ReloadOptions(opts); err != nil {
-				m.Config.Log.Error("reload NATS users", "err", err)
-			} else {
-				m.Config.Log.Info("NATS users reloaded", "users", len(users)-1)
-			}
-		}
-		last = sig
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
 }
 
 // Close stops HTTP (letting requests finish), the projections, the connection and NATS.

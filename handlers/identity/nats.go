@@ -1,7 +1,10 @@
 package identity
 
 import (
+	"encoding/base64"
 	"strings"
+
+	"github.com/nats-io/nkeys"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -61,20 +64,6 @@ func StatusKeys(cat *events.Catalog, u *events.User) []string {
 	return keys
 }
 
-// NATSUsers lists every enabled user with an nkey for the server's authorization, plus the
-// service's own user with full rights.
-func (s *Store) NATSUsers(service string) []*server.NkeyUser {
-	out := []*server.NkeyUser{{Nkey: service}}
-	for _, r := range s.List() {
-		if r.Disabled || r.CurrentKey() == "" {
-			continue
-		}
-		u := r.User
-		out = append(out, &server.NkeyUser{Nkey: r.CurrentKey(), Permissions: Permissions(s.cat, &u)})
-	}
-	return out
-}
-
 // UserByKey finds the user of an nkey public key (current or past).
 func (s *Store) UserByKey(pub string) (Record, bool) {
 	for _, r := range s.List() {
@@ -95,4 +84,45 @@ func (s *Store) Lookup(id string) (*events.User, bool) {
 	}
 	u := r.User
 	return &u, true
+}
+
+// NATSAuth authenticates NATS clients against the users file as it is now (no server reload
+// needed when users change): a client proves its nkey by signing the server's nonce, and gets
+// the permissions generated for its user; a disabled or rotated-away key is refused at once.
+// service is the public key of Qingling's own connection, which gets every right.
+func (s *Store) NATSAuth(service string) server.Authentication {
+	return &natsAuth{s: s, service: service}
+}
+
+type natsAuth struct {
+	s       *Store
+	service string
+}
+
+func (a *natsAuth) Check(c server.ClientAuthentication) bool {
+	o := c.GetOpts()
+	if o == nil || o.Nkey == "" {
+		return false
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(o.Sig)
+	if err != nil {
+		if sig, err = base64.StdEncoding.DecodeString(o.Sig); err != nil {
+			return false
+		}
+	}
+	kp, err := nkeys.FromPublicKey(o.Nkey)
+	if err != nil || kp.Verify(c.GetNonce(), sig) != nil {
+		return false
+	}
+	if o.Nkey == a.service {
+		c.RegisterUser(&server.User{Username: "qingling"})
+		return true
+	}
+	r, ok := a.s.UserByKey(o.Nkey)
+	if !ok || r.Disabled || r.CurrentKey() != o.Nkey {
+		return false
+	}
+	u := r.User
+	c.RegisterUser(&server.User{Username: u.ID, Permissions: Permissions(a.s.cat, &u)})
+	return true
 }

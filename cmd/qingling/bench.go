@@ -511,8 +511,15 @@ func (b *bench) prepareLog(ctx context.Context, dir string) error {
 	done := 0
 	for msgs := range out {
 		for _, msg := range msgs {
-			if _, err := js.PublishMsgAsync(msg); err != nil {
-				pubErrs.Add(1)
+			for try := 0; ; try++ {
+				_, err := js.PublishMsgAsync(msg)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || try == 100 {
+					pubErrs.Add(1)
+					break
+				}
 			}
 		}
 		done += len(msgs)

@@ -317,7 +317,7 @@ func (c *committer) commit(batch []*pending) {
 	}
 	msgs := make([]*nats.Msg, len(batch))
 	for i, p := range batch {
-		msgs[i] = c.s.batchMsg(&p.a)
+		msgs[i] = c.s.appendMsg(&p.a)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	start := time.Now()
@@ -341,8 +341,10 @@ func (c *committer) commit(batch []*pending) {
 	}
 }
 
-// batchMsg is a's message with the same headers as its plain publish (Store.publish).
-func (s *Store) batchMsg(a *Append) *nats.Msg {
+// appendMsg is a's message with its Msg-Id and expectation headers, for a plain publish or a
+// batch: what jetstream.WithMsgID, WithExpectStream and WithExpectLastSequencePerSubject (or
+// ForSubject, for a new hazard) set.
+func (s *Store) appendMsg(a *Append) *nats.Msg {
 	h := make(nats.Header, 7)
 	h[jetstream.MsgIDHeader] = []string{a.MsgID}
 	h[jetstream.ExpectedStreamHeader] = []string{s.cfg.Stream}

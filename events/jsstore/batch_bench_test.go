@@ -46,7 +46,7 @@ func BenchmarkAtomicBatch(b *testing.B) {
 				msgs := make([]*nats.Msg, n)
 				for i := range msgs {
 					a := Append{Subject: events.Subject("chem", "530000", "530100", "530181", ids[i]), Data: data, MsgID: events.NewID(), HazardID: ids[i], Expect: last[i]}
-					msgs[i] = s.batchMsg(&a)
+					msgs[i] = s.appendMsg(&a)
 				}
 				ack, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: 2 * time.Second})
 				if err != nil {

@@ -70,6 +70,7 @@ type Store struct {
 
 	gc      *committer // nil without group commit
 	singles atomic.Uint64
+	noRetry jetstream.PublishOpt // Append retries by itself
 }
 
 // Msg is one stored event.
@@ -144,7 +145,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream %s (replicas %d): %w", cfg.Stream, cfg.Replicas, err)
 	}
-	st := &Store{nc: nc, js: js, str: str, cfg: cfg}
+	st := &Store{nc: nc, js: js, str: str, cfg: cfg, noRetry: jetstream.WithRetryAttempts(0)}
 	if cfg.GroupCommit.Mode == GroupOn {
 		st.gc = newCommitter(st, cfg.GroupCommit)
 	}
@@ -197,18 +198,12 @@ func (s *Store) Append(ctx context.Context, a Append) (Ack, error) {
 // appendOne is Append as a plain publish; a.Subject is prefixed.
 func (s *Store) appendOne(ctx context.Context, a Append) (Ack, error) {
 	s.singles.Add(1)
-	msg := &nats.Msg{Subject: a.Subject, Data: a.Data, Header: nats.Header{}}
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(a.MsgID), jetstream.WithExpectStream(s.cfg.Stream), jetstream.WithRetryAttempts(0)}
-	if a.New {
-		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(0, s.cfg.Prefix+events.AnySubject(a.HazardID)))
-	} else {
-		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(a.Expect))
-	}
+	msg := s.appendMsg(&a) // Msg-Id, expected stream and expected sequence headers
 	deadline := time.Now().Add(s.cfg.RetryFor)
 	wait := 50 * time.Millisecond
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		ack, err := s.js.PublishMsg(pctx, msg, opts...)
+		ack, err := s.js.PublishMsg(pctx, msg, s.noRetry)
 		cancel()
 		if err == nil {
 			if ack.Duplicate {

@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"strconv"
+
 	"fmt"
+	"github.com/nats-io/nats.go"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,7 +19,40 @@ import (
 type secEnv struct {
 	m      *Main
 	tokens map[string]string
+	creds  map[string]identity.Credentials
+	conns  map[string]*nats.Conn
+	root   *testing.T // connections live as long as the whole test
 	n      int
+}
+
+// natsCall sends verb with body over the NATS service as user and answers like call does:
+// the HTTP status the same answer has (Qingling-Status) and the body.
+func (e *secEnv) natsCall(t *testing.T, user, verb string, body map[string]any) apiResp {
+	t.Helper()
+	nc := e.conns[user]
+	if nc == nil {
+		c := e.creds[user]
+		kp := nkeyPair(t, c.Seed)
+		var err error
+		nc, err = nats.Connect(e.m.NATS.ClientURL(), nats.Nkey(c.NKey, kp.Sign), nats.CustomInboxPrefix(identity.InboxPrefix(user)))
+		if err != nil {
+			if user == "gone" { // a disabled user cannot even connect
+				return apiResp{Code: 401}
+			}
+			t.Fatalf("connect %s: %v", user, err)
+		}
+		e.conns[user] = nc
+		e.root.Cleanup(nc.Close)
+	}
+	b, _ := json.Marshal(body)
+	msg, err := nc.Request("qingling.cmd."+user+"."+verb, b, 10*time.Second)
+	if err != nil {
+		t.Fatalf("nats %s %s: %v", user, verb, err)
+	}
+	code, _ := strconv.Atoi(msg.Header.Get("Qingling-Status"))
+	r := apiResp{Code: code, Raw: msg.Data}
+	_ = json.Unmarshal(msg.Data, &r.Body)
+	return r
 }
 
 func validCode(prefix string) string {
@@ -40,7 +77,7 @@ func newSecEnv(t *testing.T) *secEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &secEnv{tokens: map[string]string{}}
+	env := &secEnv{tokens: map[string]string{}, creds: map[string]identity.Credentials{}, conns: map[string]*nats.Conn{}, root: t}
 	for _, u := range []events.User{
 		{ID: "insp-in", Role: events.RoleInspector, Sectors: []string{"chem"}, Jurisdiction: "530100"},
 		{ID: "insp-sector", Role: events.RoleInspector, Sectors: []string{"forest"}, Jurisdiction: "530100"},
@@ -62,11 +99,12 @@ func newSecEnv(t *testing.T) *secEnv {
 			t.Fatal(err)
 		}
 		env.tokens[u.ID] = c.Token
+		env.creds[u.ID] = c
 	}
 	if err := st.SetDisabled("gone", true); err != nil {
 		t.Fatal(err)
 	}
-	m, err := Open(context.Background(), Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", Users: users, NoSync: true, Log: quietLog()})
+	m, err := Open(context.Background(), Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:0", Users: users, NoSync: true, Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,10 +157,10 @@ func (e *secEnv) hazardIn(t *testing.T, grade string, status events.Status, list
 	return id
 }
 
-// TestAuthorisationMatrixHTTP tries every role × action × sector × jurisdiction × site over HTTP,
+// TestAuthorisationMatrix tries every role × action × sector × jurisdiction × site over HTTP and NATS,
 // with the expected answer written out here (not computed by the code under test), and checks
 // that nothing is written on a refusal.
-func TestAuthorisationMatrixHTTP(t *testing.T) {
+func TestAuthorisationMatrix(t *testing.T) {
 	e := newSecEnv(t)
 	later := time.Now().AddDate(0, 2, 0).Format("2006-01-02")
 	type action struct {
@@ -150,24 +188,35 @@ func TestAuthorisationMatrixHTTP(t *testing.T) {
 	}
 	for _, a := range actions {
 		for _, who := range everyone {
-			name := fmt.Sprintf("%s-%s-%s-listed=%v/%s", a.name, a.grade, a.status, a.listed, who)
-			t.Run(name, func(t *testing.T) {
-				id := e.hazardIn(t, a.grade, a.status, a.listed)
-				want := contains(a.allowed, who)
-				before := lastSeq(t, e.m)
-				r := call(t, "POST", e.m.URL()+"/v1/hazards/"+id+"/"+a.name, "", a.body, "Authorization", "Bearer "+e.tokens[who])
-				if want && r.Code != 200 {
-					t.Fatalf("want allowed, got %d %s", r.Code, r.Raw)
-				}
-				if !want {
-					if r.Code != 403 && r.Code != 401 {
-						t.Fatalf("want 401/403, got %d %s", r.Code, r.Raw)
+			for _, over := range []string{"http", "nats"} {
+				name := fmt.Sprintf("%s-%s-%s-listed=%v/%s/%s", a.name, a.grade, a.status, a.listed, who, over)
+				t.Run(name, func(t *testing.T) {
+					id := e.hazardIn(t, a.grade, a.status, a.listed)
+					want := contains(a.allowed, who)
+					before := lastSeq(t, e.m)
+					var r apiResp
+					if over == "http" {
+						r = call(t, "POST", e.m.URL()+"/v1/hazards/"+id+"/"+a.name, "", a.body, "Authorization", "Bearer "+e.tokens[who])
+					} else {
+						body := map[string]any{"id": id}
+						for k, v := range a.body {
+							body[k] = v
+						}
+						r = e.natsCall(t, who, a.name, body)
 					}
-					if lastSeq(t, e.m) != before {
-						t.Fatal("a refused command wrote to the log")
+					if want && r.Code != 200 {
+						t.Fatalf("want allowed, got %d %s", r.Code, r.Raw)
 					}
-				}
-			})
+					if !want {
+						if r.Code != 403 && r.Code != 401 {
+							t.Fatalf("want 401/403, got %d %s", r.Code, r.Raw)
+						}
+						if lastSeq(t, e.m) != before {
+							t.Fatal("a refused command wrote to the log")
+						}
+					}
+				})
+			}
 		}
 	}
 	// Reports: inspectors within sector and jurisdiction; rectifiers only self-checks of their sites.
@@ -192,18 +241,25 @@ func TestAuthorisationMatrixHTTP(t *testing.T) {
 		{"gone", "chem", "530181", "inspection", codeB, false},
 	}
 	for i, c := range reports {
-		t.Run(fmt.Sprintf("report-%d-%s-%s-%s-%s", i, c.who, c.sector, c.region, c.source), func(t *testing.T) {
-			body := map[string]any{"sector": c.sector, "region": c.region, "site": map[string]any{"name": "某厂", "credit_code": c.site},
-				"grade": "general", "description": "d", "source": c.source, "deadline": later}
-			before := lastSeq(t, e.m)
-			r := call(t, "POST", e.m.URL()+"/v1/hazards", "", body, "Authorization", "Bearer "+e.tokens[c.who])
-			if c.ok != (r.Code == 201) || (!c.ok && r.Code != 403 && r.Code != 401) {
-				t.Fatalf("want ok=%v, got %d %s", c.ok, r.Code, r.Raw)
-			}
-			if !c.ok && lastSeq(t, e.m) != before {
-				t.Fatal("a refused report wrote to the log")
-			}
-		})
+		for _, over := range []string{"http", "nats"} {
+			t.Run(fmt.Sprintf("report-%d-%s-%s-%s-%s/%s", i, c.who, c.sector, c.region, c.source, over), func(t *testing.T) {
+				body := map[string]any{"sector": c.sector, "region": c.region, "site": map[string]any{"name": "某厂", "credit_code": c.site},
+					"grade": "general", "description": "d", "source": c.source, "deadline": later}
+				before := lastSeq(t, e.m)
+				var r apiResp
+				if over == "http" {
+					r = call(t, "POST", e.m.URL()+"/v1/hazards", "", body, "Authorization", "Bearer "+e.tokens[c.who])
+				} else {
+					r = e.natsCall(t, c.who, "report", body)
+				}
+				if c.ok != (r.Code == 201) || (!c.ok && r.Code != 403 && r.Code != 401) {
+					t.Fatalf("want ok=%v, got %d %s", c.ok, r.Code, r.Raw)
+				}
+				if !c.ok && lastSeq(t, e.m) != before {
+					t.Fatal("a refused report wrote to the log")
+				}
+			})
+		}
 	}
 	// Reads: within sector and jurisdiction; rectifiers their own sites; auditors and admins all.
 	id := e.hazardIn(t, "general", events.StatusReported, false)
@@ -213,6 +269,10 @@ func TestAuthorisationMatrixHTTP(t *testing.T) {
 			r := call(t, "GET", e.m.URL()+"/v1/hazards/"+id+path, "", nil, "Authorization", "Bearer "+e.tokens[who])
 			if want := contains(readers, who); want != (r.Code == 200) {
 				t.Errorf("read%s by %s: got %d %s", path, who, r.Code, r.Raw)
+			}
+			verb := map[string]string{"": "show", "/history": "history"}[path]
+			if r := e.natsCall(t, who, verb, map[string]any{"id": id}); contains(readers, who) != (r.Code == 200) {
+				t.Errorf("%s over NATS by %s: got %d %s", verb, who, r.Code, r.Raw)
 			}
 		}
 		r := call(t, "GET", e.m.URL()+"/v1/hazards?limit=500", "", nil, "Authorization", "Bearer "+e.tokens[who])

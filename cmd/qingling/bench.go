@@ -51,6 +51,7 @@ type benchConfig struct {
 	store      string
 	rows       map[string]bool
 	cpuprofile string
+	blockprof  string
 	feedN      int
 	group      jsstore.GroupCommit // the bench store's group commit (serve's defaults unless set)
 	out        io.Writer
@@ -71,6 +72,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.store, "store", "", "keep the prepared log in this directory and reuse it in later runs (default: a temporary one)")
 	rows := fs.String("rows", strings.Join(benchGroups, ","), "row groups to run: "+strings.Join(benchGroups, ","))
 	fs.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the measured rows to this file")
+	fs.StringVar(&cfg.blockprof, "blockprofile", "", "write profiles of where goroutines waited to FILE.block and FILE.mutex")
 	fs.IntVar(&cfg.feedN, "feed", 300, "commands for the feed latency row")
 	fs.IntVar(&cfg.group.MinInFlight, "group-min-inflight", 0, "store rows: appends in flight from which group commit batches (0: the store's default)")
 	fs.IntVar(&cfg.group.MinBatch, "group-min-batch", 0, "store rows: smallest batch (0: the store's default)")
@@ -236,6 +238,20 @@ func runBench(ctx context.Context, cfg benchConfig) ([]benchRow, error) {
 			return nil, err
 		}
 		dir = work
+	}
+	if cfg.blockprof != "" {
+		runtime.SetBlockProfileRate(1)
+		runtime.SetMutexProfileFraction(1)
+		defer func() {
+			for _, kind := range []string{"block", "mutex"} {
+				if f, err := os.Create(cfg.blockprof + "." + kind); err == nil {
+					_ = pprof.Lookup(kind).WriteTo(f, 0)
+					f.Close()
+				}
+			}
+			runtime.SetBlockProfileRate(0)
+			runtime.SetMutexProfileFraction(0)
+		}()
 	}
 	if cfg.cpuprofile != "" {
 		f, err := os.Create(cfg.cpuprofile)
@@ -1132,7 +1148,8 @@ func (b *bench) durableAppends(ctx context.Context, m *Main) error {
 			row.Baseline, row.BaseVal = rr.Name, rr.Value
 			st := m.Store.Stats()
 			if batched := st.Batched - before.Batched; batched > 0 {
-				row.Note = fmt.Sprintf("%.0f%% batched; raw %s/s in this pair", 100*float64(batched)/float64(s[1].n), humanNum(rr.Value))
+				row.Note = fmt.Sprintf("%.0f%% batched, mean batch %.0f; raw %s/s in this pair", 100*float64(batched)/float64(s[1].n),
+					float64(batched)/float64(max(st.Batches-before.Batches, 1)), humanNum(rr.Value))
 			} else {
 				row.Note = fmt.Sprintf("raw %s/s in this pair", humanNum(rr.Value))
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"qingling/events"
 	"qingling/events/jsstore"
@@ -16,7 +17,8 @@ import (
 // Every acked event is stored once, where its ack says, in each hazard's order; nothing
 // unacked is stored; and batches were committed along the way.
 func TestGroupCommitUnderConcurrency(t *testing.T) {
-	n := start(t, t.TempDir(), jsstore.Config{GroupCommit: jsstore.GroupCommit{Mode: jsstore.GroupOn}})
+	// A long linger lets gatherings fill on a loaded machine too, so that batches do happen.
+	n := start(t, t.TempDir(), jsstore.Config{GroupCommit: jsstore.GroupCommit{Mode: jsstore.GroupOn, Linger: 20 * time.Millisecond}})
 	const (
 		writers = 96
 		own     = 12 // events per writer on its own hazard

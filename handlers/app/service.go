@@ -37,7 +37,7 @@ type Service struct {
 	// appended (signature.go); without it a sig is stored unchecked.
 	Verifier Verifier
 
-	locks [256]sync.Mutex
+	locks [4096]sync.Mutex // per-hazard stripes; few enough to stay small, many enough that 128 writers rarely share one
 	seed  maphash.Seed
 	once  sync.Once
 }

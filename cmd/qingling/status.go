@@ -119,9 +119,14 @@ func (m *Main) catchUp(ctx context.Context) {
 	if n := seq - from; n > 0 {
 		m.Config.Log.Info("read model caught up", "from", from+1, "to", seq, "events", n, "took", time.Since(start).Round(time.Millisecond))
 		if n > 10000 {
-			if _, err := m.Snapshots.Save(); err != nil {
-				m.Config.Log.Warn("snapshot failed", "err", err)
-			}
+			// after readiness, not before it: Save runs beside the runner (as the periodic one does)
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				if _, err := m.Snapshots.Save(); err != nil {
+					m.Config.Log.Warn("snapshot failed", "err", err)
+				}
+			}()
 		}
 	}
 }

@@ -29,9 +29,9 @@ func TestOutageAnswers503AndRecovers(t *testing.T) {
 	}
 	defer m.Close()
 	waitFor(t, 10*time.Second, "ready", m.Runner.Ready)
-	report := func(n int) apiResp {
+	report := func(n int) apiResp { // a retried report keeps its command id, as clients do
 		return call(t, "POST", m.URL()+"/v1/hazards", "insp", map[string]any{"sector": "gas", "region": "530102", "site": map[string]any{"name": fmt.Sprintf("燃气站%d", n)},
-			"grade": "general", "description": "钢瓶检验过期", "source": "inspection", "deadline": "2099-01-01"})
+			"grade": "general", "description": "钢瓶检验过期", "source": "inspection", "deadline": "2099-01-01", "command_id": events.ReportID(fmt.Sprint("outage-", n))})
 	}
 	if r := report(1); r.Code != 201 {
 		t.Fatalf("before the outage: %d %s", r.Code, r.Raw)
@@ -59,7 +59,6 @@ func TestOutageAnswers503AndRecovers(t *testing.T) {
 	if n := len(h.Body["items"].([]any)); n != 2 {
 		t.Fatalf("after recovery %d hazards, want 2", n)
 	}
-	_ = events.DefaultSource
 }
 
 // TestReplicasThatCannotBePlaced: --replicas 3 on a single server is a clear error at start.

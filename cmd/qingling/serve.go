@@ -142,7 +142,9 @@ func (m *Main) open(ctx context.Context) error {
 		}
 	}
 	if cfg.NATSURL != "" {
-		opts := []nats.Option{nats.Name("qingling"), nats.MaxReconnects(-1)}
+		// No reconnect buffer: while NATS is away an append fails (and is retried within its
+		// bound, then answered 503) instead of waiting in a buffer and landing after the 503.
+		opts := []nats.Option{nats.Name("qingling"), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1)}
 		if cfg.NATSCreds != "" {
 			opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
 		}

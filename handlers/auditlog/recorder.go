@@ -134,6 +134,16 @@ func (c *Checkpointer) Start(ctx context.Context) error {
 	}
 	var last *audit.Checkpoint
 	m, err := str.GetLastMsgForSubject(ctx, CheckpointSubject(c.Instance))
+	// A stream just created on a cluster has no leader for a moment: retry a bounded time.
+	for deadline := time.Now().Add(30 * time.Second); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && time.Now().Before(deadline) &&
+		(errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)); {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+		m, err = str.GetLastMsgForSubject(ctx, CheckpointSubject(c.Instance))
+	}
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 	case err != nil:
@@ -152,18 +162,35 @@ func (c *Checkpointer) Start(ctx context.Context) error {
 		// The previous run of this instance did not stop cleanly: say so at once, so that
 		// verify knows its last, uncheckpointed acks were lost with it.
 		c.w.Restarting = true
-		if _, err := c.checkpoint(ctx, false, true); err != nil {
+		if err := c.firstCheckpoint(ctx); err != nil {
 			return err
 		}
 	}
 	if last == nil {
 		// A new instance announces itself before it appends anything, so that verify does
 		// not take its first events for someone else's while it has no checkpoint yet.
-		if _, err := c.checkpoint(ctx, false, true); err != nil {
+		if err := c.firstCheckpoint(ctx); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// firstCheckpoint writes the announcing checkpoint, retrying a bounded time while a new
+// cluster stream elects its leader.
+func (c *Checkpointer) firstCheckpoint(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := c.checkpoint(ctx, false, true)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // Run checkpoints until ctx ends; then it writes a final checkpoint (within 5 s).

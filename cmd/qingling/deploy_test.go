@@ -588,13 +588,7 @@ func deployConnect(t *testing.T, url string, e *deployEnv, opts ...nats.Option) 
 
 func deployWait(t *testing.T, d time.Duration, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %v", what, d)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, with a deadline
-	}
+	waitFor(t, d, what, ok)
 }
 
 // deployFreePorts picks n free loopback ports (held open together, so they differ).

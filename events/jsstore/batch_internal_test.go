@@ -64,12 +64,13 @@ func together(t *testing.T, s *Store, as []Append) []result {
 			out[i].ack, out[i].err = s.Append(testCtx(t), a)
 		})
 	}
-	for deadline := time.Now().Add(10 * time.Second); s.gc.inflight.Load() < int64(len(as)); {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.Now().Add(10 * time.Second); s.gc.inflight.Load() < int64(len(as)); <-tick.C {
 		if time.Now().After(deadline) {
 			s.gc.mu.Unlock()
 			t.Fatalf("only %d of %d appends in flight", s.gc.inflight.Load(), len(as))
 		}
-		time.Sleep(time.Millisecond) // polling a condition with a deadline
 	}
 	s.gc.mu.Unlock()
 	wg.Wait()

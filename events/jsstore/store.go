@@ -133,7 +133,10 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 			break
 		}
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.Code != 503 {
+		// 10005 "no suitable peers for placement" is also what a cluster still meeting its peers
+		// says: give it a few seconds before taking it as too few servers for the replicas.
+		forming := errors.As(err, &apiErr) && apiErr.ErrorCode == 10005 && time.Now().Before(deadline.Add(-20*time.Second))
+		if errors.As(err, &apiErr) && apiErr.Code != 503 && !forming {
 			break // a real refusal (e.g. too few servers for the replicas asked), not a cluster still forming
 		}
 		// a cluster without a meta leader yet answers with timeouts or 503s for a few seconds

@@ -29,7 +29,7 @@ func (o *clientOpts) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.natsURL, "nats", envOr("QINGLING_NATS", ""), "talk to the NATS service at this URL instead of HTTP")
 	fs.StringVar(&o.actor, "actor", envOr("QINGLING_ACTOR", ""), "acting user (X-Qingling-Actor over HTTP without a token; the subject's user over NATS)")
 	fs.StringVar(&o.token, "token", envOr("QINGLING_TOKEN", ""), "API token (servers with identities, HTTP)")
-	fs.StringVar(&o.nkey, "nkey", envOr("QINGLING_NKEY", ""), "file with the user's NATS nkey seed (servers with identities, NATS)")
+	fs.StringVar(&o.nkey, "nkey", envOr("QINGLING_NKEY", ""), "file with the user's nkey seed: signs every command (HTTP and NATS) and signs in over NATS")
 	fs.StringVar(&o.outbox, "outbox", envOr("QINGLING_OUTBOX", ""), "offline outbox directory: a command that cannot reach the server waits there for `qingling sync`")
 	fs.BoolVar(&o.json, "json", false, "print JSON")
 	fs.IntVar(&o.retries, "retries", 3, "attempts per request when the server does not answer (same command id each time)")
@@ -97,13 +97,9 @@ func (c *cli) connect() (*client.Client, error) {
 		if c.o.actor == "" {
 			return nil, events.Errorf(events.KindInvalid, "actor_required", "actor", "over NATS, name yourself with --actor (your user name)")
 		}
-		seed := ""
-		if c.o.nkey != "" {
-			b, err := os.ReadFile(c.o.nkey)
-			if err != nil {
-				return nil, events.Errorf(events.KindInvalid, "invalid_nkey", "nkey", "%v", err)
-			}
-			seed = string(b)
+		seed, err := c.seed()
+		if err != nil {
+			return nil, err
 		}
 		t, err := client.DialNATS(c.o.natsURL, c.o.actor, seed)
 		if err != nil {
@@ -120,6 +116,43 @@ func (c *cli) connect() (*client.Client, error) {
 		return nil, events.Errorf(events.KindInvalid, "actor_required", "actor", "name yourself with --actor (or give --token)")
 	}
 	return &client.Client{T: t, Actor: c.o.actor, Retry: retry}, nil
+}
+
+// seed reads the --nkey file ("" without one).
+func (c *cli) seed() (string, error) {
+	if c.o.nkey == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(c.o.nkey)
+	if err != nil {
+		return "", events.Errorf(events.KindInvalid, "invalid_nkey", "nkey", "%v", err)
+	}
+	return string(b), nil
+}
+
+// signer is the signer of the --nkey seed's user (nil without --nkey): every command is then
+// signed (README, "Signatures"). The user is --actor; over HTTP with a token and no --actor,
+// the server is asked whose token it is. cl may be nil (the server could not be reached).
+func (c *cli) signer(ctx context.Context, cl *client.Client) (*client.Signer, error) {
+	seed, err := c.seed()
+	if seed == "" || err != nil {
+		return nil, err
+	}
+	actor := c.o.actor
+	if actor == "" && cl != nil && c.o.token != "" {
+		if t, ok := cl.T.(*client.HTTP); ok {
+			u, err := t.Me(ctx)
+			if err != nil && !client.Unreachable(err) {
+				return nil, err
+			}
+			actor = u.ID
+		}
+	}
+	if actor == "" {
+		return nil, events.Errorf(events.KindInvalid, "actor_required", "actor",
+			"to sign with --nkey, name the key's user with --actor (the server could not be asked whose token this is)")
+	}
+	return client.NewSigner(c.cat, actor, seed)
 }
 
 // commandFlags are the flags of one action, and how they become its payload.
@@ -304,6 +337,25 @@ func (c *cli) command(ctx context.Context, verb string, fs *flag.FlagSet, args [
 		box = &client.Outbox{Dir: c.o.outbox, Catalog: c.cat}
 	}
 	cl, err := c.connect()
+	if err != nil && (box == nil || !client.Unreachable(err)) {
+		return c.fail(err)
+	}
+	signer, serr := c.signer(ctx, cl)
+	if serr != nil {
+		if cl != nil {
+			cl.Close()
+		}
+		return c.fail(serr)
+	}
+	if signer != nil {
+		// signed once, here: the outbox keeps these bytes and every attempt sends them
+		if serr := signer.SignCommand(&cmd); serr != nil {
+			if cl != nil {
+				cl.Close()
+			}
+			return c.fail(serr)
+		}
+	}
 	if err != nil {
 		if box != nil && client.Unreachable(err) {
 			e, qerr := box.Queue(cmd, files)
@@ -477,6 +529,10 @@ func (c *cli) sync(ctx context.Context, fs *flag.FlagSet, args []string) int {
 		return c.fail(err)
 	}
 	defer cl.Close()
+	// entries queued signed are sent as they are; unsigned ones of the key's user are signed
+	if cl.Signer, err = c.signer(ctx, cl); err != nil {
+		return c.fail(err)
+	}
 	bar := newProgress(c.stderr, "同步 sync")
 	rep, err := box.Sync(ctx, cl, func(n, total int) {
 		if n < total { // Done draws the last

@@ -41,7 +41,7 @@ func runCLI(t *testing.T, bin string, args ...string) cliRun {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "QINGLING_SERVER=", "QINGLING_NATS=", "QINGLING_ACTOR=", "QINGLING_TOKEN=", "QINGLING_OUTBOX=")
+	cmd.Env = append(os.Environ(), "QINGLING_SERVER=", "QINGLING_NATS=", "QINGLING_ACTOR=", "QINGLING_TOKEN=", "QINGLING_OUTBOX=", "QINGLING_NKEY=")
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -249,4 +249,161 @@ func TestCLIWithIdentities(t *testing.T) {
 	runCLI(t, bin, "show", h.ID, nu, "--actor", "insp-km", "--nkey", seed).expect(t, exitOK, h.ID)
 	// the nkey of one user cannot speak for another: NATS permissions refuse the subject
 	runCLI(t, bin, "show", h.ID, nu, "--actor", "desk-km", "--nkey", seed, "--retries", "1", "--timeout", "5s").expect(t, exitDenied, "nats_not_permitted")
+}
+
+// TestCLISignsCommands: against a server started with --require-signatures, the CLI given an
+// nkey seed signs every command — over HTTP (its user asked of the server when only a token
+// names it) and NATS, and queued in the outbox — and the server accepts those; an unsigned
+// command is refused 403 signature_required, another user's key and an outbox entry whose
+// signature was tampered with 401 bad_signature; an outbox replayed after a crash is recorded once.
+func TestCLISignsCommands(t *testing.T) {
+	bin := buildCLI(t)
+	dir := t.TempDir()
+	cat, _ := events.LoadCatalog()
+	users := filepath.Join(dir, "users.json")
+	st, err := identity.Open(users, cat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := map[string]identity.Credentials{}
+	seeds := map[string]string{}
+	for _, u := range []events.User{
+		{ID: "insp-km", Role: events.RoleInspector, Sectors: []string{"forest"}, Jurisdiction: "530100"},
+		{ID: "ver-km", Role: events.RoleVerifier, Sectors: []string{"forest"}, Jurisdiction: "530100"},
+	} {
+		c, err := st.Add(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds[u.ID] = c
+		seeds[u.ID] = filepath.Join(t.TempDir(), u.ID+".nk")
+		if err := os.WriteFile(seeds[u.ID], []byte(c.Seed), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := Open(context.Background(), Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:0", Users: users, NoSync: true,
+		AuditConfig: AuditConfig{RequireSignatures: []string{events.RoleInspector, events.RoleVerifier}}, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	waitFor(t, 10*time.Second, "ready", m.Runner.Ready)
+	srv, nu := "--server="+m.URL(), "--nats="+m.NATS.ClientURL()
+	insp := []string{"--token", creds["insp-km"].Token}
+	deadline := time.Now().AddDate(0, 0, 30).Format("2006-01-02")
+	report := func(desc string) []string {
+		return []string{"--sector", "forest", "--region", "530102", "--site", "西山林区坟地", "-d", desc, "--deadline", deadline, "--json"}
+	}
+	args := func(parts ...[]string) []string {
+		var out []string
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	hazard := func(r cliRun) client.Hazard {
+		t.Helper()
+		var h client.Hazard
+		if err := json.Unmarshal([]byte(r.stdout), &h); err != nil || h.ID == "" {
+			t.Fatalf("no hazard in %s %s", r.stdout, r.stderr)
+		}
+		return h
+	}
+	// every event of the hazard is signed, and verifies with its actor's registered key
+	checkSigned := func(id string, n int) {
+		t.Helper()
+		hist, err := m.App.History(context.Background(), id)
+		if err != nil || len(hist) != n {
+			t.Fatalf("history of %s: %d events, %v", id, len(hist), err)
+		}
+		for _, h := range hist {
+			rec, _ := st.User(h.Event.Actor)
+			if _, err := events.VerifyEventSignature(h.Event, rec.PublicKeys); err != nil {
+				t.Fatalf("%s of %s: %v", h.Event.Type, id, err)
+			}
+		}
+	}
+	before := lastSeq(t, m)
+	runCLI(t, bin, args([]string{"report", srv}, insp, report("未签名"))...).expect(t, exitDenied, "signature_required")
+	if lastSeq(t, m) != before {
+		t.Fatal("an unsigned command was appended")
+	}
+	// HTTP: a token and a seed; the CLI asks the server whose token it is
+	h := hazard(runCLI(t, bin, args([]string{"report", srv, "--nkey", seeds["insp-km"]}, insp, report("  坟地用火 "))...))
+	runCLI(t, bin, "grade", h.ID, srv, "--token", creds["ver-km"].Token, "--nkey", seeds["ver-km"], "--grade", "major",
+		"--criterion", "forest-firesource", "--reason", "复核").expect(t, exitOK, "重大 major")
+	checkSigned(h.ID, 2)
+	// NATS: --actor and the seed that also signs in
+	hn := hazard(runCLI(t, bin, args([]string{"report", nu, "--actor", "insp-km", "--nkey", seeds["insp-km"]}, report("NATS 上报"))...))
+	runCLI(t, bin, "withdraw", hn.ID, nu, "--actor", "insp-km", "--nkey", seeds["insp-km"], "--reason", "重复录入").expect(t, exitOK, "已撤回 withdrawn")
+	checkSigned(hn.ID, 2)
+	// another user's key: bad_signature
+	before = lastSeq(t, m)
+	runCLI(t, bin, args([]string{"report", srv, "--nkey", seeds["ver-km"]}, insp, report("冒签"))...).expect(t, exitDenied, "bad_signature")
+	if lastSeq(t, m) != before {
+		t.Fatal("a badly signed command was appended")
+	}
+
+	// offline: the entry is signed when queued (its user must then be named: no server to ask)
+	dead := "--server=http://" + deadAddr(t)
+	box := filepath.Join(t.TempDir(), "outbox")
+	off := []string{"--retries", "1", "--outbox", box, "--nkey", seeds["insp-km"]}
+	runCLI(t, bin, args([]string{"report", dead}, off, insp, report("离线"))...).expect(t, exitInvalid, "actor_required")
+	var queued []string
+	for i := 0; i < 3; i++ {
+		r := runCLI(t, bin, args([]string{"report", dead, "--actor", "insp-km"}, off, insp, report("离线第"+string(rune('一'+i))+"处"))...)
+		r.expect(t, exitUnreachable, `"queued": true`)
+		var q struct {
+			HazardID string `json:"hazard_id"`
+		}
+		_ = json.Unmarshal([]byte(r.stdout), &q)
+		queued = append(queued, q.HazardID)
+	}
+	entries, _ := (&client.Outbox{Dir: box}).Entries()
+	if len(entries) != 3 {
+		t.Fatalf("outbox: %d entries", len(entries))
+	}
+	saved := map[string][]byte{}
+	for _, e := range entries {
+		if !e.Command.Signed() {
+			t.Fatalf("queued unsigned: %s", e.Body)
+		}
+		saved[e.Path], _ = os.ReadFile(e.Path)
+	}
+	before = lastSeq(t, m)
+	runCLI(t, bin, "sync", "--outbox", box, srv, "--token", creds["insp-km"].Token).expect(t, exitOK, "已同步 synced 3 of 3", "3 recorded now")
+	for _, id := range queued {
+		checkSigned(id, 1)
+	}
+	// a crash between the answers and the removals: the same signed bytes, recorded once
+	for p, b := range saved {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCLI(t, bin, "sync", "--outbox", box, srv, "--token", creds["insp-km"].Token).expect(t, exitOK, "3 already recorded")
+	if got := lastSeq(t, m); got != before+3 {
+		t.Fatalf("outbox replay appended: seq %d → %d, want +3", before, got)
+	}
+
+	// an entry whose signature was tampered with in the outbox is refused and kept in rejected/
+	r := runCLI(t, bin, args([]string{"report", dead, "--actor", "insp-km"}, off, insp, report("被篡改"))...)
+	r.expect(t, exitUnreachable, `"queued": true`)
+	entries, _ = (&client.Outbox{Dir: box}).Entries()
+	if len(entries) != 1 {
+		t.Fatalf("outbox: %d entries", len(entries))
+	}
+	raw, _ := os.ReadFile(entries[0].Path)
+	forged := strings.Replace(string(raw), "被篡改", "已篡改", 1)
+	if forged == string(raw) {
+		t.Fatalf("entry lacks its description: %s", raw)
+	}
+	if err := os.WriteFile(entries[0].Path, []byte(forged), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before = lastSeq(t, m)
+	runCLI(t, bin, "sync", "--outbox", box, srv, "--token", creds["insp-km"].Token).expect(t, exitDenied, "1 rejected", "bad_signature")
+	if lastSeq(t, m) != before {
+		t.Fatal("a tampered entry was appended")
+	}
 }

@@ -118,6 +118,9 @@ type Client struct {
 	T     Transport
 	Actor string // the acting user (X-Qingling-Actor over HTTP, the subject's user over NATS)
 	Retry Retry
+	// Signer, when set, signs every command of its user before the first attempt (sign.go);
+	// a command that is signed already is sent byte for byte as it is.
+	Signer *Signer
 }
 
 // New returns a client acting as actor.
@@ -248,8 +251,12 @@ type Result struct {
 	Replayed  bool // the command was already recorded; nothing was appended
 }
 
-// Send sends a command, retrying with the same command id.
+// Send sends a command, retrying with the same command id (and the same bytes: a command is
+// signed once, before the first attempt).
 func (c *Client) Send(ctx context.Context, cmd Command) (Result, error) {
+	if err := c.sign(&cmd); err != nil {
+		return Result{CommandID: cmd.CommandID}, err
+	}
 	actor := cmd.Actor
 	if actor == "" {
 		actor = c.Actor

@@ -34,7 +34,10 @@ type server struct {
 	url   string
 }
 
-func startServer(t testing.TB) *server {
+func startServer(t testing.TB) *server { t.Helper(); return startServerWith(t, nil) }
+
+// startServerWith lets the test configure the command service (a signature Verifier).
+func startServerWith(t testing.TB, configure func(*app.Service)) *server {
 	t.Helper()
 	ns, err := jsstore.RunServer(jsstore.ServerConfig{Dir: t.TempDir(), NoSync: true})
 	if err != nil {
@@ -64,6 +67,9 @@ func startServer(t testing.TB) *server {
 	go func() { defer close(done); _ = run.Run(rctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	a := &app.Service{Catalog: cat, Index: idx, Log: store, Evidence: ev.Has}
+	if configure != nil {
+		configure(a)
+	}
 	api := &httpapi.Server{App: a, Log: log}
 	api.Extra = evidence.Routes(api, ev)
 	hs := httptest.NewServer(api.Handler())

@@ -111,6 +111,24 @@ func (t *HTTP) do(ctx context.Context, req *http.Request) (int, http.Header, []b
 	return res.StatusCode, res.Header, data, nil
 }
 
+// Me asks the server whose the token is (GET /v1/me): the user id a signer signs as.
+func (t *HTTP) Me(ctx context.Context) (events.User, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.Base+"/v1/me", nil)
+	if err != nil {
+		return events.User{}, err
+	}
+	t.identify(req, "")
+	_, _, body, err := t.do(ctx, req)
+	if err != nil {
+		return events.User{}, err
+	}
+	var u events.User
+	if err := json.Unmarshal(body, &u); err != nil || u.ID == "" {
+		return u, events.Errorf(events.KindInternal, "bad_response", "", "the server's answer to /v1/me names no user")
+	}
+	return u, nil
+}
+
 // PutEvidence uploads a file: PUT /v1/evidence.
 func (t *HTTP) PutEvidence(ctx context.Context, actor string, data []byte, name string) (evidence.Info, error) {
 	u := t.Base + "/v1/evidence"

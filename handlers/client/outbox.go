@@ -31,6 +31,20 @@ type Outbox struct {
 	// Catalog, when set, checks a report as the server will before it is queued, so that a
 	// finding is not kept for days only to be refused for a typo.
 	Catalog *events.Catalog
+	// Signer, when set, signs a command before it is queued (Deliver also uses the client's):
+	// the entry keeps the signed body, and every sync sends those bytes.
+	Signer *Signer
+}
+
+// sign signs cmd with the outbox's signer, else the client's (for its own user's commands).
+func (o *Outbox) sign(c *Client, cmd *Command) error {
+	if o.Signer != nil {
+		return o.Signer.SignCommand(cmd)
+	}
+	if c != nil {
+		return c.sign(cmd)
+	}
+	return nil
 }
 
 // check decides a queued report offline; other commands depend on state the server holds.
@@ -113,6 +127,9 @@ func parseEntryName(name string) (int64, bool) {
 // at once: each entry is created whole under a fresh sequence number.
 func (o *Outbox) Queue(cmd Command, files []File) (Entry, error) {
 	if err := cmd.StampOccurred(o.now()); err != nil {
+		return Entry{}, err
+	}
+	if err := o.sign(nil, &cmd); err != nil {
 		return Entry{}, err
 	}
 	if err := o.check(cmd); err != nil {
@@ -211,10 +228,14 @@ func readEntries(dir string) ([]Entry, error) {
 }
 
 // Deliver sends a command now, or queues it when the server cannot be reached: its files are
-// uploaded first, and the command is stamped with occurred_at before the first attempt, so a
-// queued copy is byte for byte the command that may already have arrived.
+// uploaded first, and the command is stamped with occurred_at (and signed, with a signer)
+// before the first attempt, so a queued copy is byte for byte the command that may already
+// have arrived.
 func (o *Outbox) Deliver(ctx context.Context, c *Client, cmd Command, files []File) (Result, *Entry, error) {
 	if err := cmd.StampOccurred(o.now()); err != nil {
+		return Result{}, nil, err
+	}
+	if err := o.sign(c, &cmd); err != nil {
 		return Result{}, nil, err
 	}
 	if err := o.check(cmd); err != nil {

@@ -24,6 +24,7 @@ import (
 	"qingling/events/jsstore"
 	"qingling/handlers/app"
 	"qingling/handlers/auditlog"
+	"qingling/handlers/export"
 	"qingling/handlers/identity"
 	"qingling/projections/audit"
 	"qingling/projections/ledger"
@@ -230,6 +231,12 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitFailure
 	}
 	defer done()
+	for i, f := range cfg.Filter { // at a county office the events are stored under leaf.<county>.hz.…
+		if cfg.Filter[i], err = export.StreamFilter(ctx, js, lf.stream, f); err != nil {
+			fmt.Fprintln(stderr, "qingling verify:", err)
+			return exitFailure
+		}
+	}
 	// A one-off walk whose live heap is a small table per event: collect garbage less often.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	bar := newProgress(os.Stderr, "verify 校验")
@@ -341,6 +348,11 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	bar := newProgress(os.Stderr, "replay 回放")
 	var subjects []string
 	if filter != "hz.>" {
+		// at a county office the events are stored under leaf.<county>.hz.…
+		if filter, err = export.StreamFilter(ctx, js, lf.stream, filter); err != nil {
+			fmt.Fprintln(stderr, "qingling replay:", err)
+			return exitFailure
+		}
 		subjects = []string{filter}
 	}
 	n, total := 0, 0

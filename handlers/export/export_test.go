@@ -363,3 +363,21 @@ func TestStatusAsOfEqualsLive(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamPrefix: a county office's log (leaf.<county>.hz.…) is filtered under its prefix;
+// the hub's and a single server's (hz.…) as they are.
+func TestStreamPrefix(t *testing.T) {
+	for _, c := range []struct {
+		subjects []string
+		want     string
+	}{
+		{[]string{"hz.*.*.*.*.*"}, ""},
+		{[]string{"leaf.530102.hz.*.*.*.*.*"}, "leaf.530102."},
+		{nil, ""},
+		{[]string{"other.>"}, ""},
+	} {
+		if got := export.StreamPrefix(c.subjects); got != c.want {
+			t.Errorf("StreamPrefix(%v) = %q, want %q", c.subjects, got, c.want)
+		}
+	}
+}

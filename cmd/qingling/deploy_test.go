@@ -146,13 +146,27 @@ func TestDeployConfigs(t *testing.T) {
 				t.Fatalf("want one office nkey user with permissions, got %+v", o.Nkeys)
 			}
 			p := o.Nkeys[0].Permissions
-			for _, subj := range []string{"hz.>", "$KV.>", "$O.>", "$JS.API.>", "qingling.cmd.>"} {
+			for _, subj := range []string{"hz.>", "hzcp.>", "$KV.>", "$O.>", "$JS.API.>", "qingling.cmd.>"} {
 				if !slices.Contains(p.Publish.Deny, subj) {
 					t.Errorf("the office may publish %s on the hub; deny has %v", subj, p.Publish.Deny)
 				}
 			}
-			if !slices.Contains(p.Subscribe.Deny, "hz.>") {
-				t.Errorf("the office may receive hz.> from the hub; deny has %v", p.Subscribe.Deny)
+			for _, subj := range []string{"hz.>", "hzcp.>"} {
+				if !slices.Contains(p.Subscribe.Deny, subj) {
+					t.Errorf("the office may receive %s from the hub; deny has %v", subj, p.Subscribe.Deny)
+				}
+			}
+			// serve --leaf-listen gives its leaf links the same denies
+			gen := LeafPermissions()
+			for _, subj := range p.Publish.Deny {
+				if !slices.Contains(gen.Publish.Deny, subj) {
+					t.Errorf("serve's leaf permissions let the office publish %s", subj)
+				}
+			}
+			for _, subj := range p.Subscribe.Deny {
+				if !slices.Contains(gen.Subscribe.Deny, subj) {
+					t.Errorf("serve's leaf permissions let the office receive %s", subj)
+				}
 			}
 		},
 	}
@@ -213,7 +227,7 @@ func clusterNodeCheck(n int) func(t *testing.T, o *server.Options) {
 // of deploy/nats/leaf/hub-leafnodes.conf merged in, and a county office from
 // deploy/nats/leaf/county-office.conf; then checks: a meta leader is elected, every node has
 // sync always in force, HAZARDS is placed with R3, the office's link cannot publish hz.> (nor
-// commands, status or evidence) on the hub nor receive them from it, and the hub can source the
+// checkpoints, commands, status or evidence) on the hub nor receive them from it, and the hub can source the
 // office's leaf.530102.hz.> subjects into hz.> across the link.
 func TestDeployCluster(t *testing.T) {
 	if testing.Short() {
@@ -300,15 +314,15 @@ func TestDeployCluster(t *testing.T) {
 	// once the closing message is in, anything forbidden sent before it would have been too.
 	deployOnlyAllowed(t, "office → hub", lc, hc, "leaf.530102.probe",
 		[]string{"hz.mine.530000.530100.530102.0193f2c4-0000-7000-8000-000000000002", "qingling.cmd.someone.report",
-			"$KV.hz_status.mine.530000", "$O.hz_evidence.C.x", "$JS.API.STREAM.NAMES"},
-		[]string{"hz.>", "qingling.cmd.>", "$KV.>", "$O.>", "$JS.API.>", "leaf.>"})
+			"$KV.hz_status.mine.530000", "$O.hz_evidence.C.x", "$JS.API.STREAM.NAMES", "hzcp.NFORGEDINSTANCE"},
+		[]string{"hz.>", "qingling.cmd.>", "$KV.>", "$O.>", "$JS.API.>", "hzcp.>", "leaf.>"})
 	if info, err := hz.Info(ctx); err != nil || info.State.Msgs != 1 {
 		t.Fatalf("HAZARDS after the office's attempts: %v msgs (err %v), want only the hub's 1", info.State.Msgs, err)
 	}
 	// hub → office
 	deployOnlyAllowed(t, "hub → office", hc, lc, "probe.office",
-		[]string{"hz.mine.530000.530100.530102.0193f2c4-0000-7000-8000-000000000003", "$KV.hz_status.mine.530000", "qingling.cmd.someone.report"},
-		[]string{"hz.>", "$KV.>", "qingling.cmd.>", "probe.>"})
+		[]string{"hz.mine.530000.530100.530102.0193f2c4-0000-7000-8000-000000000003", "$KV.hz_status.mine.530000", "qingling.cmd.someone.report", "hzcp.NFORGEDHUB"},
+		[]string{"hz.>", "$KV.>", "qingling.cmd.>", "hzcp.>", "probe.>"})
 
 	// the office's findings reach the hub through sourcing across domains, with the transform
 	ljs, err := jetstream.New(lc)

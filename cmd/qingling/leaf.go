@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/subtle"
 	"fmt"
 	"net"
 	"net/url"
@@ -53,16 +54,49 @@ func (c *Config) leafOptions(o *server.Options) error {
 		}
 		o.LeafNode.Host, o.LeafNode.Port = host, port
 		if c.LeafPassword != "" {
-			// The leaf link may not publish hazard subjects on the hub: offices reach HAZARDS only
-			// through sourcing, which never carries two writers' expected-sequence checks.
-			o.LeafNode.Users = []*server.User{{Username: "leaf", Password: c.LeafPassword, Permissions: &server.Permissions{
-				Publish: &server.SubjectPermission{Deny: []string{"hz.>"}}}}}
+			// Not o.LeafNode.Users: nats-server ignores the permissions of leafnode users. The
+			// link authenticates through the client authenticator instead, which gives it
+			// LeafPermissions (and leaves every other connection to the users file, if any).
+			o.CustomClientAuthentication = &leafAuth{password: c.LeafPassword, next: o.CustomClientAuthentication}
 		}
 		if o.JetStreamDomain == "" {
 			o.JetStreamDomain = "hub"
 		}
 	}
 	return nil
+}
+
+// LeafPermissions are the hub's rights for a county office's leaf link, seen from the office
+// (as deploy/nats/leaf/hub-leafnodes.conf): publish is what the office may send into the hub,
+// subscribe what the hub sends it. The office's log reaches HAZARDS only through the hub's
+// source of its domain, which never carries two writers' expected-sequence checks; its
+// checkpoints (hzcp.>), status rows and evidence stay in its own streams, which its subjects
+// would otherwise also reach on the hub (a stream's interest crosses the link); and neither side
+// answers the other's Qingling commands.
+func LeafPermissions() *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Deny: []string{"hz.>", "hzcp.>", "$KV.>", "$O.>", "$JS.API.>", "qingling.cmd.>", "$SRV.>"}},
+		Subscribe: &server.SubjectPermission{Deny: []string{"hz.>", "hzcp.>", "$KV.>", "$O.>", "qingling.cmd.>"}},
+	}
+}
+
+// leafAuth admits the hub's leaf links (user "leaf" with the password) with LeafPermissions;
+// other connections go to next, or are let in without one (a hub without identities).
+type leafAuth struct {
+	password string
+	next     server.Authentication
+}
+
+func (a *leafAuth) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.LEAF {
+		return a.next == nil || a.next.Check(c)
+	}
+	o := c.GetOpts()
+	if o == nil || o.Username != "leaf" || subtle.ConstantTimeCompare([]byte(o.Password), []byte(a.password)) != 1 {
+		return false
+	}
+	c.RegisterUser(&server.User{Username: "leaf", Permissions: LeafPermissions()})
+	return true
 }
 
 // parseLeaves reads --leaf-source values DOMAIN:COUNTY[,DOMAIN:COUNTY].

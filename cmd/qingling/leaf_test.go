@@ -13,8 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"qingling/events"
 	"qingling/events/jsstore"
+	"qingling/handlers/auditlog"
 )
 
 // TestLeafOffice: a county office keeps accepting findings while its link to the province is
@@ -235,4 +239,74 @@ func TestLeafOfficeFilters(t *testing.T) {
 	if got := replay(hubDir, "--sector", "forest"); len(got) != 4 || !strings.HasPrefix(got[0].Subject, "hz.forest.") {
 		t.Fatalf("hub replay --sector forest: %d lines", len(got))
 	}
+}
+
+// TestLeafLinkPermissions: the hub's leaf user (--leaf-listen, --leaf-password) may not
+// publish the log (hz.>) nor checkpoints (hzcp.>) on the hub, nor receive them from it: a
+// client at a real county office publishes both, and nothing arrives at the hub; the hub's
+// HZ_CHECKPOINTS holds only its own instance's checkpoints, the office's only the office's.
+func TestLeafLinkPermissions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two servers")
+	}
+	ctx := context.Background()
+	leafPort := freePort(t)
+	hub, err := Open(ctx, Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:0", NoSync: true, Log: quietLog(),
+		LeafListen: "127.0.0.1:" + strconv.Itoa(leafPort), LeafPassword: "s3cret", Leaves: []jsstore.Leaf{{Domain: "c530102", County: "530102"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	leaf, err := Open(ctx, Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:0", NoSync: true, Log: quietLog(),
+		Home: "c530102", LeafCounty: "530102", LeafRemote: fmt.Sprintf("nats-leaf://leaf:s3cret@127.0.0.1:%d", leafPort)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leaf.Close()
+	waitFor(t, 30*time.Second, "the leaf link", func() bool { return hub.NATS.NumLeafNodes() == 1 && leaf.NATS.NumLeafNodes() == 1 })
+	lc, err := nats.Connect(leaf.NATS.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	hc, err := nats.Connect(hub.NATS.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	// each side's checkpoint stream holds its own instance's checkpoints (both wrote one at
+	// start) and what was published on that side (local), nothing from across the link
+	onlyOwn := func(m *Main, local ...string) {
+		t.Helper()
+		js, _ := jetstream.New(m.Conn)
+		str, err := js.Stream(ctx, auditlog.CheckpointStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := str.Info(ctx, jetstream.WithSubjectFilter("hzcp.>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(info.State.Subjects) != 1+len(local) || info.State.Subjects["hzcp."+m.ServerKey] == 0 {
+			t.Fatalf("%s %s holds %v; its instance's key is %s, published there %v", m.Config.Home, auditlog.CheckpointStream, info.State.Subjects, m.ServerKey, local)
+		}
+		for _, l := range local {
+			if info.State.Subjects[l] == 0 {
+				t.Fatalf("%s %s lacks %s, published there", m.Config.Home, auditlog.CheckpointStream, l)
+			}
+		}
+	}
+	// office → hub: "probe.office" is allowed; the forbidden subjects published before the last
+	// probe would arrive before it on the one link
+	deployOnlyAllowed(t, "office → hub", lc, hc, "probe.office",
+		[]string{"hzcp.NFORGEDINSTANCE", "hz.forest.530000.530100.530102.0193f2c4-0000-7000-8000-0000000000aa"},
+		[]string{"hzcp.>", "hz.>", "probe.>"})
+	onlyOwn(hub)
+	if n := hub.Index.Len(); n != 0 {
+		t.Fatalf("the hub's log took %d hazards from the link", n)
+	}
+	deployOnlyAllowed(t, "hub → office", hc, lc, "probe.hub",
+		[]string{"hzcp.NFORGEDHUB", "hz.forest.530000.530100.530102.0193f2c4-0000-7000-8000-0000000000bb"},
+		[]string{"hzcp.>", "hz.>", "probe.>"})
+	onlyOwn(leaf, "hzcp.NFORGEDINSTANCE")
 }

@@ -2,7 +2,9 @@
 # Back up and restore Qingling's JetStream data with the nats CLI (see deploy/backup.md).
 #
 #   deploy/backup.sh backup  DIR   snapshot HZ_CHECKPOINTS, KV_hz_status, HAZARDS, OBJ_hz_evidence
-#                                  (those that exist) into DIR/<stream>; DIR must not exist yet
+#                                  (those that exist) into DIR/<stream>; DIR must not exist yet.
+#                                  Refuses when HAZARDS exists without HZ_CHECKPOINTS: the signed
+#                                  checkpoints cannot be rebuilt, so a backup without them is not one
 #   deploy/backup.sh restore DIR   restore every stream found in DIR into a server that has none
 #                                  of them (Qingling stopped); refuses to overwrite
 #
@@ -27,8 +29,11 @@ cli_forms() {
 }
 
 # Backup order matters because the snapshots are taken one after another, not at one instant:
-#  - derived state first (checkpoints, status): restored, it is never ahead of the log, so the
-#    projections only catch up;
+#  - checkpoints first: they vouch for events already in the log, so taken before HAZARDS they
+#    never cover a seq past the backed-up log's end (which verify would call truncated). They are
+#    NOT derived state: each instance signs its own from its own acks, and nothing re-derives them;
+#  - status next: derived from HAZARDS, restored it is never ahead of the log, so the projections
+#    only catch up;
 #  - evidence last: an event may name a photo only after the photo was stored, so every photo
 #    that a backed-up event names is in the evidence backup.
 STREAMS=(HZ_CHECKPOINTS KV_hz_status HAZARDS OBJ_hz_evidence)
@@ -50,6 +55,9 @@ backup() {
   local dir=$1
   if [[ -e $dir ]]; then die "$dir exists; back up into a new directory"; fi
   "$NATS" account info >/dev/null || die "cannot reach JetStream (check NATS_URL and credentials)"
+  if exists HAZARDS && ! exists HZ_CHECKPOINTS; then
+    die "HAZARDS exists but HZ_CHECKPOINTS does not (or these credentials cannot see it): the signed checkpoints cannot be rebuilt from the log, so they must be in every backup; check the user's permissions"
+  fi
   mkdir -p "$dir"
   local s n=0
   for s in "${STREAMS[@]}"; do
@@ -89,6 +97,9 @@ restore() {
     [[ -d $dir/$s ]] && found+=("$s")
   done
   [[ ${#found[@]} -gt 0 ]] || die "$dir holds none of ${STREAMS[*]}"
+  if [[ -d $dir/HAZARDS && ! -d $dir/HZ_CHECKPOINTS ]]; then
+    say "WARNING: $dir has HAZARDS without HZ_CHECKPOINTS; the checkpoints cannot be rebuilt, so verify can then check chains, hashes and signatures but not truncation, removals or events appended bypassing the service"
+  fi
   # Refuse before restoring anything: a restore never merges into or replaces a live stream.
   for s in "${found[@]}"; do
     if exists "$s"; then
@@ -118,6 +129,13 @@ restore() {
     "$NATS" stream info HAZARDS --json | tr -d ' \n' | grep -q '"deny_purge":true' ||
       die "restored HAZARDS lost deny_purge"
     say "HAZARDS: deny_delete and deny_purge still set"
+  fi
+  if exists HZ_CHECKPOINTS; then
+    "$NATS" stream info HZ_CHECKPOINTS --json | tr -d ' \n' | grep -q '"deny_delete":true' ||
+      die "restored HZ_CHECKPOINTS lost deny_delete"
+    "$NATS" stream info HZ_CHECKPOINTS --json | tr -d ' \n' | grep -q '"deny_purge":true' ||
+      die "restored HZ_CHECKPOINTS lost deny_purge"
+    say "HZ_CHECKPOINTS: deny_delete and deny_purge still set"
   fi
   say "done. Start Qingling on it and run 'qingling verify' before taking traffic."
 }

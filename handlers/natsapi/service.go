@@ -79,7 +79,15 @@ type Config struct {
 	// API's GET /v1/status query parameters (sector, region, as_of, from, to), read by user
 	// (nil without identities), with the same body the HTTP route gives.
 	Status func(ctx context.Context, user *events.User, params url.Values) (any, error)
+	// MaxInFlight bounds the requests served at once, default 256. micro calls a handler one
+	// message at a time per endpoint; the handler hands each request to its own goroutine, so
+	// that commands meet in the store's group commit. When MaxInFlight are being served the
+	// handler waits for one to finish: back-pressure on the subscription, nothing is dropped.
+	MaxInFlight int
 }
+
+// DefaultMaxInFlight is Config.MaxInFlight's default.
+const DefaultMaxInFlight = 256
 
 // Server is the running service.
 type Server struct {
@@ -89,6 +97,32 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	once   sync.Once
+
+	sem      chan struct{}             // one slot per request being served
+	mu       sync.Mutex                // guards stopping against inflight.Add
+	stopping bool                      // Stop has begun: later arrivals are refused, not served
+	inflight sync.WaitGroup            // requests accepted and not yet answered
+	stats    map[string]*endpointStats // by verb (the endpoint's name); filled by Start
+}
+
+// endpointStats are an endpoint's outcomes. micro's own counters see only the hand-off to a
+// goroutine (its error count stays 0), so the real ones ride in each endpoint's stats "data".
+type endpointStats struct {
+	mu         sync.Mutex
+	requests   int
+	errors     int
+	lastError  string
+	processing time.Duration
+}
+
+// EndpointData is the "data" of an endpoint in the service's STATS ($SRV.STATS.qingling):
+// requests answered, errors among them and the time spent serving them.
+type EndpointData struct {
+	NumRequests           int           `json:"num_requests"`
+	NumErrors             int           `json:"num_errors"`
+	LastError             string        `json:"last_error,omitempty"`
+	ProcessingTime        time.Duration `json:"processing_time"`
+	AverageProcessingTime time.Duration `json:"average_processing_time"`
 }
 
 // Start adds the service and its endpoints (one per verb, queue group "q", so several
@@ -103,13 +137,17 @@ func Start(nc *nats.Conn, cfg Config) (*Server, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 15 * time.Second
 	}
-	s := &Server{cfg: cfg, nc: nc}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	s := &Server{cfg: cfg, nc: nc, sem: make(chan struct{}, cfg.MaxInFlight), stats: map[string]*endpointStats{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	svc, err := micro.AddService(nc, micro.Config{
-		Name:        ServiceName,
-		Version:     cfg.Version,
-		Description: "Qingling 清零: hazard commands and queries; subjects qingling.cmd.<user>.<verb>",
-		Metadata:    map[string]string{"subjects": SubjectPrefix + ".<user>.<verb>"},
+		Name:         ServiceName,
+		Version:      cfg.Version,
+		Description:  "Qingling 清零: hazard commands and queries; subjects qingling.cmd.<user>.<verb>",
+		Metadata:     map[string]string{"subjects": SubjectPrefix + ".<user>.<verb>"},
+		StatsHandler: s.endpointData,
 	})
 	if err != nil {
 		s.cancel()
@@ -122,6 +160,9 @@ func Start(nc *nats.Conn, cfg Config) (*Server, error) {
 	}
 	if cfg.Evidence != nil {
 		verbs = append(verbs, VerbUpload, VerbDownload)
+	}
+	for _, v := range verbs {
+		s.stats[v] = &endpointStats{}
 	}
 	for _, v := range verbs {
 		kind := "command"
@@ -147,22 +188,71 @@ func Start(nc *nats.Conn, cfg Config) (*Server, error) {
 // Service is the micro service (Info, Stats).
 func (s *Server) Service() micro.Service { return s.svc }
 
-// Stop drains the endpoints and ends requests in flight.
+// Stop unsubscribes the endpoints, then waits for the requests in flight to be answered
+// (each within Config.Timeout). A request still reaching the handler from a draining
+// subscription after that is answered 503 service_stopping, to be retried on another instance.
 func (s *Server) Stop() error {
 	var err error
 	s.once.Do(func() {
 		err = s.svc.Stop()
+		s.mu.Lock()
+		s.stopping = true
+		s.mu.Unlock()
+		s.inflight.Wait()
 		s.cancel()
 	})
 	return err
 }
 
+// msg is what a request's goroutine needs of the micro request. micro's own request is left
+// alone once the handler returns: micro reads it then, and answering through it from another
+// goroutine would race with that read.
+type msg struct {
+	subject, reply string
+	header         nats.Header
+	data           []byte
+}
+
+// handle is micro's handler: it takes a slot (waiting while every slot is taken) and serves
+// the request on its own goroutine.
 func (s *Server) handle(mr micro.Request) {
+	m := &msg{subject: mr.Subject(), reply: mr.Reply(), header: nats.Header(mr.Headers()), data: mr.Data()}
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		s.answer(m, time.Now(), 0, nil, nil, events.Errorf(events.KindUnavailable, "service_stopping", "", "this Qingling is stopping; retry"))
+		return
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	s.sem <- struct{}{}
+	go func() {
+		defer s.inflight.Done()
+		defer func() { <-s.sem }()
+		s.handleOne(m)
+	}()
+}
+
+func (s *Server) handleOne(m *msg) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	code, v, hdr, err := s.serve(ctx, mr)
-	log := s.cfg.Log.With("subject", mr.Subject())
+	code, v, hdr, err := s.serve(ctx, m)
+	s.answer(m, start, code, v, hdr, err)
+}
+
+// answer replies as micro's Respond, RespondJSON and Error would, and counts the outcome.
+func (s *Server) answer(m *msg, start time.Time, code int, v any, hdr micro.Headers, err error) {
+	log := s.cfg.Log.With("subject", m.subject)
+	var data []byte
+	if err == nil {
+		if raw, ok := v.(rawReply); ok {
+			data = raw
+		} else if data, err = json.Marshal(v); err != nil {
+			err = events.Errorf(events.KindInternal, "encode_failed", "", "could not encode the answer: %v", err)
+		}
+	}
+	s.count(m.subject, start, err) // before the reply, so that STATS read after it include it
 	if err != nil {
 		e := events.ErrorOf(err)
 		status := httpapi.StatusOf(e)
@@ -179,28 +269,65 @@ func (s *Server) handle(mr micro.Request) {
 		if e.Kind == events.KindUnavailable {
 			h["Retry-After"] = []string{"2"}
 		}
-		if rerr := mr.Error(strconv.Itoa(status), headerSafe(e.Message), body, micro.WithHeaders(h)); rerr != nil {
-			log.Debug("nats reply", "err", rerr)
-		}
+		h[micro.ErrorHeader] = []string{headerSafe(e.Message)}
+		h[micro.ErrorCodeHeader] = []string{strconv.Itoa(status)}
+		s.reply(log, m, nats.Header(h), body)
 		return
 	}
 	hdr[HeaderStatus] = []string{strconv.Itoa(code)}
-	var rerr error
-	if raw, ok := v.(rawReply); ok {
-		rerr = mr.Respond(raw, micro.WithHeaders(hdr))
-	} else {
-		rerr = mr.RespondJSON(v, micro.WithHeaders(hdr))
-	}
-	if rerr != nil {
-		log.Debug("nats reply", "err", rerr)
-	}
+	s.reply(log, m, nats.Header(hdr), data)
 	log.Debug("nats request", "status", code, "duration", time.Since(start))
 }
 
-func (s *Server) serve(ctx context.Context, mr micro.Request) (int, any, micro.Headers, error) {
+func (s *Server) reply(log *slog.Logger, m *msg, h nats.Header, data []byte) {
+	if m.reply == "" {
+		log.Debug("nats reply", "err", nats.ErrMsgNoReply)
+		return
+	}
+	if err := s.nc.PublishMsg(&nats.Msg{Subject: m.reply, Header: h, Data: data}); err != nil {
+		log.Debug("nats reply", "err", err)
+	}
+}
+
+// count records a request's outcome under its verb (the endpoint's name).
+func (s *Server) count(subject string, start time.Time, err error) {
+	_, verb, perr := parseSubject(subject)
+	if perr != nil {
+		return
+	}
+	st := s.stats[verb]
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	st.requests++
+	st.processing += time.Since(start)
+	if err != nil {
+		e := events.ErrorOf(err)
+		st.errors++
+		st.lastError = strconv.Itoa(httpapi.StatusOf(e)) + ":" + e.Code
+	}
+	st.mu.Unlock()
+}
+
+// endpointData is micro's StatsHandler: the endpoint's EndpointData.
+func (s *Server) endpointData(ep *micro.Endpoint) any {
+	d := EndpointData{}
+	if st := s.stats[ep.Name]; st != nil {
+		st.mu.Lock()
+		d = EndpointData{NumRequests: st.requests, NumErrors: st.errors, LastError: st.lastError, ProcessingTime: st.processing}
+		st.mu.Unlock()
+		if d.NumRequests > 0 {
+			d.AverageProcessingTime = d.ProcessingTime / time.Duration(d.NumRequests)
+		}
+	}
+	return d
+}
+
+func (s *Server) serve(ctx context.Context, m *msg) (int, any, micro.Headers, error) {
 	a := s.cfg.App
 	hdr := micro.Headers{}
-	req, err := decodeRequest(a.Catalog, mr.Subject(), nats.Header(mr.Headers()), mr.Data())
+	req, err := decodeRequest(a.Catalog, m.subject, m.header, m.data)
 	if err != nil {
 		return 0, nil, nil, err
 	}

@@ -290,11 +290,20 @@ func TestMicroDiscovery(t *testing.T) {
 	for _, s := range stats.Endpoints {
 		got[s.Name] = s
 	}
-	if got["report"] == nil || got["report"].NumRequests != 1 || got["report"].NumErrors != 0 {
-		t.Fatalf("STATS report: %+v", got["report"])
+	// micro counts the hand-off to a goroutine; the outcomes are in each endpoint's data
+	data := func(name string) natsapi.EndpointData {
+		t.Helper()
+		var d natsapi.EndpointData
+		if got[name] == nil || json.Unmarshal(got[name].Data, &d) != nil {
+			t.Fatalf("STATS %s: %+v", name, got[name])
+		}
+		return d
 	}
-	if got["show"] == nil || got["show"].NumRequests != 1 || got["show"].NumErrors != 1 || got["show"].LastError == "" {
-		t.Fatalf("STATS show: %+v", got["show"])
+	if d := data("report"); got["report"].NumRequests != 1 || d.NumRequests != 1 || d.NumErrors != 0 || d.ProcessingTime <= 0 {
+		t.Fatalf("STATS report: %+v %+v", got["report"], d)
+	}
+	if d := data("show"); got["show"].NumRequests != 1 || d.NumRequests != 1 || d.NumErrors != 1 || d.LastError != "404:hazard_not_found" {
+		t.Fatalf("STATS show: %+v %+v", got["show"], d)
 	}
 }
 

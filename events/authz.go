@@ -229,7 +229,7 @@ func Authorize(cat *Catalog, u *User, cmd *Command, h *Hazard, now time.Time) er
 			return nil
 		}
 		if u.ID == h.ReportedBy {
-			if now.Sub(h.RecordedAt) > WithdrawWindow {
+			if now.Sub(h.RecordedAt.Time()) > WithdrawWindow {
 				return forbidden("withdraw_window", "the reporter may withdraw only within 24 h of recording; ask a verifier")
 			}
 			return nil

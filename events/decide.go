@@ -80,8 +80,8 @@ func Check(cat *Catalog, h *Hazard, cmd *Command, now time.Time) (time.Time, err
 		if cmd.ExpectedVersion != nil && *cmd.ExpectedVersion != h.Version {
 			return time.Time{}, Errorf(KindConflict, "version_conflict", "expected_version", "hazard %s is at version %d, not %d", h.ID, h.Version, *cmd.ExpectedVersion)
 		}
-		if occurred.Before(h.FoundAt) {
-			return time.Time{}, invalid("occurred_at", "occurred_at %s is before the hazard was found (%s)", FormatInstant(occurred), FormatInstant(h.FoundAt))
+		if occurred.Before(h.FoundAt.Time()) {
+			return time.Time{}, invalid("occurred_at", "occurred_at %s is before the hazard was found (%s)", FormatInstant(occurred), FormatInstant(h.FoundAt.Time()))
 		}
 	}
 	if err := decide(cat, h, cmd, occurred); err != nil {
@@ -212,7 +212,7 @@ func decide(cat *Catalog, h *Hazard, cmd *Command, occurred time.Time) error {
 			return err
 		}
 		if d := parseInstant(p.Deadline); !d.After(h.Deadline()) {
-			return rule("deadline_not_later", "the new deadline %s is not after the current one %s", FormatInstant(d), FormatInstant(h.Deadline()))
+			return rule("deadline_not_later", "the new deadline %s is not after the current one %s", d, FormatInstant(h.Deadline()))
 		}
 		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
 			return err

@@ -270,7 +270,7 @@ func checkAccepted(t *testing.T, cat *events.Catalog, h *events.Hazard, e *event
 			t.Fatal("completer cleared")
 		}
 	}
-	if e.OccurredAt.Before(nh.FoundAt) {
+	if e.OccurredAt.Before(nh.FoundAt.Time()) {
 		t.Fatal("event occurred before the hazard was found")
 	}
 }

@@ -30,39 +30,43 @@ type Hazard struct {
 	Status     Status `json:"status"`
 	Home       string `json:"home"`
 
-	Listed       bool      `json:"listed"`
-	ListLevel    string    `json:"list_level,omitempty"`
-	ListDeadline time.Time `json:"list_deadline,omitzero"`
+	ListLevel    string  `json:"list_level,omitempty"`
+	ListDeadline Instant `json:"list_deadline,omitzero"`
 
-	ReportDeadline time.Time `json:"-"`
-	PlanDeadline   time.Time `json:"-"`
-	ExtDeadline    time.Time `json:"-"`
-	Planned5       bool      `json:"plan_complete"` // 五落实 all present in the current plan
+	ReportDeadline Instant `json:"-"`
+	PlanDeadline   Instant `json:"-"`
+	ExtDeadline    Instant `json:"-"`
 
-	ReportedBy  string    `json:"reported_by"`
-	CompletedBy string    `json:"completed_by,omitempty"`
-	ClearedBy   string    `json:"cleared_by,omitempty"`
-	FoundAt     time.Time `json:"found_at"`                // occurredat of the report
-	RecordedAt  time.Time `json:"recorded_at"`             // time of the report
-	UpdatedAt   time.Time `json:"updated_at"`              // time of the last event
-	CompletedAt time.Time `json:"completed_at,omitzero"`   // occurredat of the last completion
-	AwaitingAt  time.Time `json:"awaiting_since,omitzero"` // time the last completion was recorded
-	ClearedAt   time.Time `json:"cleared_at,omitzero"`
-	OnTime      bool      `json:"cleared_on_time"`
-	Supersedes  string    `json:"supersedes,omitempty"`
-	Rejections  int       `json:"rejections"`
+	ReportedBy  string  `json:"reported_by"`
+	CompletedBy string  `json:"completed_by,omitempty"`
+	ClearedBy   string  `json:"cleared_by,omitempty"`
+	FoundAt     Instant `json:"found_at"`                // occurredat of the report
+	RecordedAt  Instant `json:"recorded_at"`             // time of the report
+	UpdatedAt   Instant `json:"updated_at"`              // time of the last event
+	CompletedAt Instant `json:"completed_at,omitzero"`   // occurredat of the last completion
+	AwaitingAt  Instant `json:"awaiting_since,omitzero"` // time the last completion was recorded
+	ClearedAt   Instant `json:"cleared_at,omitzero"`
+	Supersedes  string  `json:"supersedes,omitempty"`
+	Rejections  int     `json:"rejections"`
 
 	ReportSeq uint64   `json:"-"`
 	AmendSeqs []uint64 `json:"-"`
 	LastHash  [32]byte `json:"-"`
+
+	// the flags last, packed together (the index holds one Hazard per hazard)
+	Listed   bool `json:"listed"`
+	Planned5 bool `json:"plan_complete"` // 五落实 all present in the current plan
+	OnTime   bool `json:"cleared_on_time"`
 }
 
 // Deadline is the effective deadline: the latest extension, else the plan's, else the report's.
-func (h *Hazard) Deadline() time.Time {
+func (h *Hazard) Deadline() time.Time { return h.deadline().Time() }
+
+func (h *Hazard) deadline() Instant {
 	switch {
-	case !h.ExtDeadline.IsZero():
+	case h.ExtDeadline != 0:
 		return h.ExtDeadline
-	case !h.PlanDeadline.IsZero():
+	case h.PlanDeadline != 0:
 		return h.PlanDeadline
 	}
 	return h.ReportDeadline
@@ -72,15 +76,15 @@ func (h *Hazard) Deadline() time.Time {
 func (h *Hazard) Overdue(at time.Time) bool {
 	switch h.Status {
 	case StatusReported, StatusPlanned, StatusRectifying:
-		d := h.Deadline()
-		return !d.IsZero() && d.Before(at)
+		d := h.deadline()
+		return d != 0 && d.Before(at)
 	}
 	return false
 }
 
 // VerificationOverdue: awaiting verification for longer than VerificationWindow at at.
 func (h *Hazard) VerificationOverdue(at time.Time) bool {
-	return h.Status == StatusAwaiting && at.Sub(h.AwaitingAt) > VerificationWindow
+	return h.Status == StatusAwaiting && at.Sub(h.AwaitingAt.Time()) > VerificationWindow
 }
 
 // ListedOverdue: listed, open, and the listing deadline is before at.
@@ -113,7 +117,7 @@ func Evolve(cat *Catalog, h *Hazard, e *Event, p any, raw []byte, seq uint64) (*
 		prov, pref, _ := cat.Path(r.Region)
 		h = &Hazard{ID: e.Subject, Sector: r.Sector, Province: prov, Prefecture: pref, Region: r.Region,
 			SiteKey: r.Site.Key(), SiteName: r.Site.Name, Grade: r.Grade, Criterion: r.Criterion, Source: r.Source,
-			Status: StatusReported, ReportedBy: e.Actor, FoundAt: e.OccurredAt, RecordedAt: e.Time,
+			Status: StatusReported, ReportedBy: e.Actor, FoundAt: InstantOf(e.OccurredAt), RecordedAt: InstantOf(e.Time),
 			ReportDeadline: parseInstant(r.Deadline), Supersedes: r.Supersedes, ReportSeq: seq, Home: e.Source}
 		if s, ok := cat.Sector(r.Sector); ok {
 			h.Sector = s.Code // share the catalog's string
@@ -128,12 +132,12 @@ func Evolve(cat *Catalog, h *Hazard, e *Event, p any, raw []byte, seq uint64) (*
 		case *Graded:
 			h.Grade, h.Criterion = v.Grade, v.Criterion
 			if v.Grade != GradeMajor {
-				h.Listed, h.ListLevel, h.ListDeadline = false, "", time.Time{}
+				h.Listed, h.ListLevel, h.ListDeadline = false, "", 0
 			}
 		case *Listed:
 			h.Listed, h.ListLevel, h.ListDeadline = true, v.Level, parseInstant(v.Deadline)
 		case *Planned:
-			if d := parseInstant(v.Deadline); !d.IsZero() {
+			if d := parseInstant(v.Deadline); d != 0 {
 				h.PlanDeadline = d
 			}
 			h.Planned5 = v.Responsible != "" && v.Measures != "" && v.Funds != "" && v.Deadline != "" && v.Contingency != ""
@@ -145,18 +149,18 @@ func Evolve(cat *Catalog, h *Hazard, e *Event, p any, raw []byte, seq uint64) (*
 		case *Extended:
 			h.ExtDeadline = parseInstant(v.Deadline)
 		case *Completed:
-			h.Status, h.CompletedBy, h.CompletedAt, h.AwaitingAt = StatusAwaiting, e.Actor, e.OccurredAt, e.Time
+			h.Status, h.CompletedBy, h.CompletedAt, h.AwaitingAt = StatusAwaiting, e.Actor, InstantOf(e.OccurredAt), InstantOf(e.Time)
 		case *VerifyFailed:
 			h.Status = StatusRectifying
 			h.Rejections++
 		case *Cleared:
-			h.Status, h.ClearedBy, h.ClearedAt = StatusCleared, e.Actor, e.Time
-			h.OnTime = !h.CompletedAt.After(h.Deadline())
+			h.Status, h.ClearedBy, h.ClearedAt = StatusCleared, e.Actor, InstantOf(e.Time)
+			h.OnTime = h.CompletedAt <= h.deadline()
 		case *Reopened:
 			h.Status = StatusReported
-			h.CompletedBy, h.ClearedBy, h.CompletedAt, h.AwaitingAt, h.ClearedAt, h.OnTime = "", "", time.Time{}, time.Time{}, time.Time{}, false
-			h.PlanDeadline, h.ExtDeadline, h.Planned5 = time.Time{}, time.Time{}, false
-			if d := parseInstant(v.Deadline); !d.IsZero() {
+			h.CompletedBy, h.ClearedBy, h.CompletedAt, h.AwaitingAt, h.ClearedAt, h.OnTime = "", "", 0, 0, 0, false
+			h.PlanDeadline, h.ExtDeadline, h.Planned5 = 0, 0, false
+			if d := parseInstant(v.Deadline); d != 0 {
 				h.ReportDeadline = d
 			}
 		case *Withdrawn:
@@ -169,18 +173,18 @@ func Evolve(cat *Catalog, h *Hazard, e *Event, p any, raw []byte, seq uint64) (*
 	}
 	h.Version++
 	h.Seq = seq
-	h.UpdatedAt = e.Time
+	h.UpdatedAt = InstantOf(e.Time)
 	h.LastHash = sha256.Sum256(raw)
 	return h, nil
 }
 
-func parseInstant(s string) time.Time {
+func parseInstant(s string) Instant {
 	if s == "" {
-		return time.Time{}
+		return 0
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}
+		return 0
 	}
-	return t
+	return InstantOf(t)
 }

@@ -141,7 +141,7 @@ func checkCell(t *testing.T, action, grade string, from events.Status, cell stri
 	}
 	switch action {
 	case events.ActList:
-		if !w.h.Listed || w.h.ListLevel != "prefecture" || !w.h.ListDeadline.Equal(endOfDay(2025, 5, 31)) {
+		if !w.h.Listed || w.h.ListLevel != "prefecture" || w.h.ListDeadline != events.InstantOf(endOfDay(2025, 5, 31)) {
 			t.Fatalf("after list: listed %v level %q deadline %v", w.h.Listed, w.h.ListLevel, w.h.ListDeadline)
 		}
 	case events.ActGrade:
@@ -494,15 +494,16 @@ func TestDeadlinePrecedence(t *testing.T) {
 	}
 
 	// The method itself, on constructed values.
+	i := events.InstantOf
 	d1, d2, d3 := endOfDay(2025, 1, 1), endOfDay(2025, 2, 1), endOfDay(2025, 3, 1)
 	for _, c := range []struct {
 		h    events.Hazard
 		want time.Time
 	}{
-		{events.Hazard{ReportDeadline: d1}, d1},
-		{events.Hazard{ReportDeadline: d1, PlanDeadline: d2}, d2},
-		{events.Hazard{ReportDeadline: d1, PlanDeadline: d3, ExtDeadline: d2}, d2},
-		{events.Hazard{ReportDeadline: d3, ExtDeadline: d1}, d1},
+		{events.Hazard{ReportDeadline: i(d1)}, d1},
+		{events.Hazard{ReportDeadline: i(d1), PlanDeadline: i(d2)}, d2},
+		{events.Hazard{ReportDeadline: i(d1), PlanDeadline: i(d3), ExtDeadline: i(d2)}, d2},
+		{events.Hazard{ReportDeadline: i(d3), ExtDeadline: i(d1)}, d1},
 		{events.Hazard{}, time.Time{}},
 	} {
 		if got := c.h.Deadline(); !got.Equal(c.want) {
@@ -555,7 +556,7 @@ func TestOverdue(t *testing.T) {
 
 func TestVerificationOverdue(t *testing.T) {
 	w := build(t, events.StatusAwaiting, events.GradeMajor)
-	since := w.h.AwaitingAt
+	since := w.h.AwaitingAt.Time()
 	if !since.Equal(w.evs[len(w.evs)-1].Time) {
 		t.Fatalf("awaiting since %v, want the completion's record time %v", since, w.evs[len(w.evs)-1].Time)
 	}

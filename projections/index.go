@@ -24,6 +24,32 @@ type CommandRecord struct {
 	Seq      uint64
 }
 
+// cmdRec is a CommandRecord as the index keeps it: 24 bytes, the hazard by pointer and the
+// type by its code (typeCodes), for there is one per event.
+type cmdRec struct {
+	h       *events.Hazard
+	seq     uint64
+	version int32
+	typ     uint8
+}
+
+func typeCode(t string) uint8 {
+	for i, c := range typeCodes {
+		if c == t {
+			return uint8(i)
+		}
+	}
+	return uint8(len(typeCodes))
+}
+
+func (r cmdRec) record() CommandRecord {
+	rec := CommandRecord{HazardID: r.h.ID, Version: int(r.version), Seq: r.seq}
+	if int(r.typ) < len(typeCodes) {
+		rec.Type = typeCodes[r.typ]
+	}
+	return rec
+}
+
 // Index is the in-memory hazard index: every hazard's current state and every command id,
 // fed by the stream in order (and by the command path with its own acked events).
 type Index struct {
@@ -32,7 +58,7 @@ type Index struct {
 	mu      sync.RWMutex
 	hz      map[string]*events.Hazard
 	byRep   []*events.Hazard // by report sequence, for stable cursors
-	cmds    map[uuid.UUID]CommandRecord
+	cmds    map[uuid.UUID]cmdRec
 	applied uint64            // last stream sequence applied in order by the feed
 	notify  chan struct{}     // closed (and replaced) when applied moves on and someone waits
 	waiting atomic.Int32      // waiters on notify: registered under the read lock
@@ -41,7 +67,7 @@ type Index struct {
 
 // NewIndex returns an empty index.
 func NewIndex(cat *events.Catalog) *Index {
-	return &Index{cat: cat, hz: map[string]*events.Hazard{}, cmds: map[uuid.UUID]CommandRecord{}, notify: make(chan struct{}), strs: map[string]string{}}
+	return &Index{cat: cat, hz: map[string]*events.Hazard{}, cmds: map[uuid.UUID]cmdRec{}, notify: make(chan struct{}), strs: map[string]string{}}
 }
 
 // Apply folds one stored event into the index. An event the hazard already has (its seq is
@@ -79,7 +105,7 @@ func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) erro
 		x.byRep[i] = nh
 	}
 	if u, err := uuid.Parse(e.CommandID); err == nil {
-		x.cmds[u] = CommandRecord{HazardID: nh.ID, Type: x.str(e.Type), Version: nh.Version, Seq: seq}
+		x.cmds[u] = cmdRec{h: nh, seq: seq, version: int32(nh.Version), typ: typeCode(e.Type)}
 	}
 	return nil
 }
@@ -106,6 +132,18 @@ func (x *Index) share(h *events.Hazard, p any) {
 		h.CompletedBy = x.str(h.CompletedBy)
 	case *events.Cleared:
 		h.ClearedBy = x.str(h.ClearedBy)
+	}
+}
+
+// shareAll is share for every repeated string of h. Under x.mu.
+func (x *Index) shareAll(h *events.Hazard) {
+	if g, ok := x.cat.Region(h.Region); ok {
+		h.Region, h.Province, h.Prefecture = g.Code, x.str(h.Province), x.str(h.Prefecture)
+	}
+	h.Status = events.Status(x.str(string(h.Status)))
+	for _, f := range []*string{&h.SiteKey, &h.SiteName, &h.Grade, &h.Criterion, &h.Source, &h.Home, &h.ReportedBy,
+		&h.ListLevel, &h.CompletedBy, &h.ClearedBy} {
+		*f = x.str(*f)
 	}
 }
 
@@ -212,7 +250,10 @@ func (x *Index) Command(commandID string) (CommandRecord, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	r, ok := x.cmds[u]
-	return r, ok
+	if !ok {
+		return CommandRecord{}, false
+	}
+	return r.record(), true
 }
 
 // Len is the number of hazards.

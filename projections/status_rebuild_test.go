@@ -124,14 +124,4 @@ func compact(b []byte) []byte {
 	return out.Bytes()
 }
 
-func sameHazard(a, b *events.Hazard) bool {
-	norm := func(h events.Hazard) events.Hazard {
-		for _, t := range []*time.Time{&h.ListDeadline, &h.ReportDeadline, &h.PlanDeadline, &h.ExtDeadline, &h.FoundAt, &h.RecordedAt, &h.UpdatedAt, &h.CompletedAt, &h.AwaitingAt, &h.ClearedAt} {
-			if !t.IsZero() {
-				*t = t.UTC()
-			}
-		}
-		return h
-	}
-	return reflect.DeepEqual(norm(*a), norm(*b))
-}
+func sameHazard(a, b *events.Hazard) bool { return reflect.DeepEqual(*a, *b) }

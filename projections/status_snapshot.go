@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -284,18 +285,12 @@ func (x *Index) snapshotCommands(w *bytes.Buffer) int {
 	defer x.mu.RUnlock()
 	var b [binary.MaxVarintLen64]byte
 	for id, r := range x.cmds {
-		hid, _ := uuid.Parse(r.HazardID)
+		hid, _ := uuid.Parse(r.h.ID)
 		w.Write(id[:])
 		w.Write(hid[:])
-		code := byte(len(typeCodes))
-		for i, t := range typeCodes {
-			if t == r.Type {
-				code = byte(i)
-			}
-		}
-		w.WriteByte(code)
-		w.Write(b[:binary.PutUvarint(b[:], uint64(r.Version))])
-		w.Write(b[:binary.PutUvarint(b[:], r.Seq)])
+		w.WriteByte(r.typ)
+		w.Write(b[:binary.PutUvarint(b[:], uint64(r.version))])
+		w.Write(b[:binary.PutUvarint(b[:], r.seq)])
 	}
 	return len(x.cmds)
 }
@@ -328,7 +323,7 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 		byRep = append(byRep, h)
 	}
 	sort.Slice(byRep, func(i, j int) bool { return byRep[i].ReportSeq < byRep[j].ReportSeq })
-	cm := make(map[uuid.UUID]CommandRecord, len(cmds)/40)
+	cm := make(map[uuid.UUID]cmdRec, len(cmds)/40)
 	cr := bytes.NewReader(cmds)
 	for cr.Len() > 0 {
 		var id, hid uuid.UUID
@@ -347,11 +342,10 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 		if err1 != nil || err2 != nil {
 			return fmt.Errorf("commands: truncated")
 		}
-		hs := hid.String()
-		if h := hazards[hs]; h != nil {
-			hs = h.ID // share the hazard's id string
-		}
-		cm[id] = CommandRecord{HazardID: hs, Type: typeCodes[code], Version: int(v), Seq: s}
+		if h := hazards[hid.String()]; h != nil && v <= math.MaxInt32 {
+			cm[id] = cmdRec{h: h, seq: s, version: int32(v), typ: code}
+		} // else a hazard reported after its chunk was copied: the catch-up records it again
+
 	}
 	x.mu.Lock()
 	if len(x.hz) != 0 || x.applied != 0 {
@@ -359,6 +353,9 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 		return fmt.Errorf("index is not empty")
 	}
 	x.hz, x.byRep, x.cmds = hazards, byRep, cm
+	for _, h := range byRep {
+		x.shareAll(h) // gob decodes a copy of each string per hazard: share them as the feed does
+	}
 	x.mu.Unlock()
 	x.MarkApplied(seq)
 	return nil

@@ -364,7 +364,7 @@ func progressEvent(cat *events.Catalog) ([]byte, error) {
 	}
 	cmd := &events.Command{Action: events.ActProgress, HazardID: h.ID, CommandID: events.NewID(), Actor: events.Actor{ID: "rectifier-bench", Role: events.RoleRectifier},
 		Payload: &events.Progressed{Note: "已完成主要整改措施，剩余防火堤修补", Percent: 60}}
-	ev, err := events.Decide(cat, h, cmd, h.UpdatedAt.Add(time.Hour), events.DefaultSource)
+	ev, err := events.Decide(cat, h, cmd, h.UpdatedAt.Time().Add(time.Hour), events.DefaultSource)
 	if err != nil {
 		return nil, err
 	}

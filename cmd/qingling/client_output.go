@@ -153,13 +153,13 @@ func (c *cli) printHazard(h *client.Hazard) {
 			fmt.Fprintf(w, "  证据 evidence\t%s  %s\n", e.SHA256, e.Name)
 		}
 	}
-	fmt.Fprintf(w, "  发现 found\t%s  by %s\n", whenT(h.FoundAt), h.ReportedBy)
-	fmt.Fprintf(w, "  记录 recorded\t%s\n", whenT(h.RecordedAt))
+	fmt.Fprintf(w, "  发现 found\t%s  by %s\n", whenT(h.FoundAt.Time()), h.ReportedBy)
+	fmt.Fprintf(w, "  记录 recorded\t%s\n", whenT(h.RecordedAt.Time()))
 	if h.CompletedBy != "" {
-		fmt.Fprintf(w, "  完成 completed\t%s  by %s\n", whenT(h.CompletedAt), h.CompletedBy)
+		fmt.Fprintf(w, "  完成 completed\t%s  by %s\n", whenT(h.CompletedAt.Time()), h.CompletedBy)
 	}
 	if h.ClearedBy != "" {
-		fmt.Fprintf(w, "  销号 cleared\t%s  by %s\n", whenT(h.ClearedAt), h.ClearedBy)
+		fmt.Fprintf(w, "  销号 cleared\t%s  by %s\n", whenT(h.ClearedAt.Time()), h.ClearedBy)
 	}
 	w.Flush()
 }

@@ -59,7 +59,7 @@ func progressCommand(tb testing.TB, id string) *events.Command {
 func TestAllocsDecideMarshal(t *testing.T) {
 	cat, h, _ := reported(t)
 	cmd := progressCommand(t, h.ID)
-	now := h.RecordedAt.Add(time.Hour)
+	now := h.RecordedAt.Time().Add(time.Hour)
 	var failed error
 	allocs := testing.AllocsPerRun(200, func() {
 		ev, err := events.Decide(cat, h, cmd, now, events.DefaultSource)
@@ -82,7 +82,7 @@ func TestAllocsDecideMarshal(t *testing.T) {
 func TestAllocsIndexApply(t *testing.T) {
 	cat, h, report := reported(t)
 	cmd := progressCommand(t, h.ID)
-	ev, err := events.Decide(cat, h, cmd, h.RecordedAt.Add(time.Hour), events.DefaultSource)
+	ev, err := events.Decide(cat, h, cmd, h.RecordedAt.Time().Add(time.Hour), events.DefaultSource)
 	if err != nil {
 		t.Fatal(err)
 	}

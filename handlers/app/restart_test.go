@@ -145,11 +145,11 @@ func sameState(tb testing.TB, a, b events.Hazard) string {
 	switch {
 	case !bytes.Equal(ja, jb):
 		return fmt.Sprintf("%s\nvs\n%s", ja, jb)
-	case !a.ReportDeadline.Equal(b.ReportDeadline) || !a.PlanDeadline.Equal(b.PlanDeadline) || !a.ExtDeadline.Equal(b.ExtDeadline):
+	case a.ReportDeadline != b.ReportDeadline || a.PlanDeadline != b.PlanDeadline || a.ExtDeadline != b.ExtDeadline:
 		return "deadlines differ"
 	case a.ReportSeq != b.ReportSeq || !slices.Equal(a.AmendSeqs, b.AmendSeqs) || a.LastHash != b.LastHash:
 		return "report seq, amend seqs or last hash differ"
-	case a.Overdue(b.UpdatedAt) != b.Overdue(b.UpdatedAt) || !a.Deadline().Equal(b.Deadline()):
+	case a.Overdue(b.UpdatedAt.Time()) != b.Overdue(b.UpdatedAt.Time()) || !a.Deadline().Equal(b.Deadline()):
 		return "deadline or overdue differ"
 	}
 	return ""

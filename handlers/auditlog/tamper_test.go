@@ -54,7 +54,7 @@ func TestForgedEventIsFound(t *testing.T) {
 	desc := "伪造：隐患已消除"
 	cmd := &events.Command{Action: events.ActAmend, HazardID: target.ID, CommandID: events.NewID(),
 		Actor: events.Actor{ID: target.ReportedBy, Role: events.RoleInspector}, Payload: &events.Amended{Description: &desc}}
-	ev, err := events.Decide(r.cat, &target, cmd, target.UpdatedAt.Add(time.Hour), events.DefaultSource)
+	ev, err := events.Decide(r.cat, &target, cmd, target.UpdatedAt.Time().Add(time.Hour), events.DefaultSource)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,7 @@ func TestOutboxOfflineThenSyncInterrupted(t *testing.T) {
 	}
 	for _, id := range ids {
 		h, ok := s.index.Get(id)
-		if !ok || !h.FoundAt.Equal(occurred[id]) || !h.RecordedAt.After(h.FoundAt.Add(47*time.Hour)) {
+		if !ok || h.FoundAt != events.InstantOf(occurred[id]) || !h.RecordedAt.After(h.FoundAt.Time().Add(47*time.Hour)) {
 			t.Fatalf("hazard %s: found %v (queued %v), recorded %v", id, h.FoundAt, occurred[id], h.RecordedAt)
 		}
 	}

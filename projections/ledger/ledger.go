@@ -221,12 +221,12 @@ func (l *Ledger) row(hz *hazard, at time.Time) (Row, bool) {
 	if k, ok := cat.Criterion(h.Criterion); ok {
 		r.CriterionZh = k.SubjectZh
 	}
-	r.FoundAt, r.RecordedAt, r.Deadline, r.Status = h.FoundAt, h.RecordedAt, h.Deadline(), h.Status
-	r.Listed, r.ListLevel, r.ListDeadline = h.Listed, h.ListLevel, h.ListDeadline
+	r.FoundAt, r.RecordedAt, r.Deadline, r.Status = h.FoundAt.Time(), h.RecordedAt.Time(), h.Deadline(), h.Status
+	r.Listed, r.ListLevel, r.ListDeadline = h.Listed, h.ListLevel, h.ListDeadline.Time()
 	if !h.Listed {
 		r.ListAuthority, r.ListDocument = "", ""
 	}
-	r.Rejections, r.CompletedAt, r.ClearedOnTime = h.Rejections, h.CompletedAt, h.Status == events.StatusCleared && h.OnTime
+	r.Rejections, r.CompletedAt, r.ClearedOnTime = h.Rejections, h.CompletedAt.Time(), h.Status == events.StatusCleared && h.OnTime
 	if h.Status != events.StatusCleared {
 		r.ClearedAt = time.Time{}
 	}

@@ -123,8 +123,8 @@ func (w *world) step(t *rapid.T) {
 		act = rapid.SampledFrom(events.Actions[1:]).Draw(t, "action")
 	}
 	occurred := at.Add(-time.Duration(rapid.IntRange(0, 72).Draw(t, "occurred_ago")) * time.Hour)
-	if i >= 0 && occurred.Before(w.hz[i].FoundAt) {
-		occurred = w.hz[i].FoundAt
+	if i >= 0 && occurred.Before(w.hz[i].FoundAt.Time()) {
+		occurred = w.hz[i].FoundAt.Time()
 	}
 	later := func(name string) string {
 		d := occurred.Add(time.Duration(rapid.IntRange(1, 60*24).Draw(t, name)) * time.Hour)

@@ -226,7 +226,6 @@ func (v *Verifier) Prepare(m Msg) *Prepared {
 		d = newDecoder()
 	}
 	p.payload, p.err = d.decode(m.Data, &p.event)
-	d.raw, d.e, d.p = nil, nil, nil
 	v.decoders.Put(d)
 	if p.err == nil {
 		p.ev = &p.event

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -24,13 +25,20 @@ type CommandRecord struct {
 	Seq      uint64
 }
 
-// cmdRec is a CommandRecord as the index keeps it: 24 bytes, the hazard by pointer and the
-// type by its code (typeCodes), for there is one per event.
+// cmdRec is a CommandRecord as the index keeps it, for there is one per event: 16 bytes
+// without a pointer (the collector never scans the map), the hazard by its number in
+// Index.all, the version and the type's code (typeCodes) in vt.
 type cmdRec struct {
-	h       *events.Hazard
-	seq     uint64
-	version int32
-	typ     uint8
+	seq uint64
+	hz  uint32
+	vt  uint32 // version<<8 | type code
+}
+
+// maxVersion is the highest version a command record holds.
+const maxVersion = 1<<24 - 1
+
+func newCmdRec(seq uint64, hz uint32, version int, typ uint8) cmdRec {
+	return cmdRec{seq: seq, hz: hz, vt: uint32(min(version, maxVersion))<<8 | uint32(typ)}
 }
 
 func typeCode(t string) uint8 {
@@ -42,10 +50,10 @@ func typeCode(t string) uint8 {
 	return uint8(len(typeCodes))
 }
 
-func (r cmdRec) record() CommandRecord {
-	rec := CommandRecord{HazardID: r.h.ID, Version: int(r.version), Seq: r.seq}
-	if int(r.typ) < len(typeCodes) {
-		rec.Type = typeCodes[r.typ]
+func (x *Index) record(r cmdRec) CommandRecord {
+	rec := CommandRecord{HazardID: x.all[r.hz].ID, Version: int(r.vt >> 8), Seq: r.seq}
+	if t := int(r.vt & 0xff); t < len(typeCodes) {
+		rec.Type = typeCodes[t]
 	}
 	return rec
 }
@@ -56,8 +64,9 @@ type Index struct {
 	cat *events.Catalog
 
 	mu      sync.RWMutex
-	hz      map[string]*events.Hazard
-	byRep   []*events.Hazard // by report sequence, for stable cursors
+	hz      map[string]uint32 // a hazard's number in all
+	byRep   []*events.Hazard  // by report sequence, for stable cursors
+	all     []*events.Hazard  // in the order the index met them
 	cmds    map[uuid.UUID]cmdRec
 	applied uint64            // last stream sequence applied in order by the feed
 	notify  chan struct{}     // closed (and replaced) when applied moves on and someone waits
@@ -67,7 +76,7 @@ type Index struct {
 
 // NewIndex returns an empty index.
 func NewIndex(cat *events.Catalog) *Index {
-	return &Index{cat: cat, hz: map[string]*events.Hazard{}, cmds: map[uuid.UUID]cmdRec{}, notify: make(chan struct{}), strs: map[string]string{}}
+	return &Index{cat: cat, hz: map[string]uint32{}, cmds: map[uuid.UUID]cmdRec{}, notify: make(chan struct{}), strs: map[string]string{}}
 }
 
 // Apply folds one stored event into the index. An event the hazard already has (its seq is
@@ -88,9 +97,17 @@ func (x *Index) Apply(seq uint64, raw []byte) error {
 func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	h := x.hz[e.Subject]
-	if h != nil && h.Seq >= seq {
-		return nil
+	return x.applyLocked(seq, raw, e, p)
+}
+
+// applyLocked is ApplyParsed under x.mu.
+func (x *Index) applyLocked(seq uint64, raw []byte, e *events.Event, p any) error {
+	n, known := x.hz[e.Subject]
+	var h *events.Hazard
+	if known {
+		if h = x.all[n]; h.Seq >= seq {
+			return nil
+		}
 	}
 	nh, err := events.Evolve(x.cat, h, e, p, raw, seq)
 	if err != nil {
@@ -98,14 +115,19 @@ func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) erro
 	}
 	x.share(nh, p)
 	if h == nil {
-		x.hz[nh.ID] = nh
+		if len(x.all) == math.MaxUint32 {
+			return events.Errorf(events.KindUnavailable, "index_full", "", "the index holds %d hazards, its most", len(x.all))
+		}
+		n = uint32(len(x.all))
+		x.all = append(x.all, nh)
+		x.hz[nh.ID] = n
 		i := sort.Search(len(x.byRep), func(i int) bool { return x.byRep[i].ReportSeq > seq })
 		x.byRep = append(x.byRep, nil)
 		copy(x.byRep[i+1:], x.byRep[i:])
 		x.byRep[i] = nh
 	}
 	if u, err := uuid.Parse(e.CommandID); err == nil {
-		x.cmds[u] = cmdRec{h: nh, seq: seq, version: int32(nh.Version), typ: typeCode(e.Type)}
+		x.cmds[u] = newCmdRec(seq, n, nh.Version, typeCode(e.Type))
 	}
 	return nil
 }
@@ -145,6 +167,14 @@ func (x *Index) shareAll(h *events.Hazard) {
 		&h.ListLevel, &h.CompletedBy, &h.ClearedBy} {
 		*f = x.str(*f)
 	}
+}
+
+// get is hazard id, or nil. Under x.mu.
+func (x *Index) get(id string) *events.Hazard {
+	if n, ok := x.hz[id]; ok {
+		return x.all[n]
+	}
+	return nil
 }
 
 // str is s's shared copy. Under x.mu.
@@ -208,7 +238,7 @@ func (x *Index) WaitApplied(ctx context.Context, seq uint64) error {
 func (x *Index) WaitHazard(ctx context.Context, id string, seq uint64) error {
 	for {
 		x.mu.RLock()
-		h, ch := x.hz[id], x.notify
+		h, ch := x.get(id), x.notify
 		done := h != nil && h.Seq >= seq
 		if !done {
 			x.waiting.Add(1)
@@ -232,7 +262,8 @@ func (x *Index) WaitHazard(ctx context.Context, id string, seq uint64) error {
 func (x *Index) Get(id string) (events.Hazard, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	h, ok := x.hz[id]
+	h := x.get(id)
+	ok := h != nil
 	if !ok {
 		return events.Hazard{}, false
 	}
@@ -253,7 +284,7 @@ func (x *Index) Command(commandID string) (CommandRecord, bool) {
 	if !ok {
 		return CommandRecord{}, false
 	}
-	return r.record(), true
+	return x.record(r), true
 }
 
 // Len is the number of hazards.

@@ -21,6 +21,12 @@ type Projection interface {
 	ApplyEvent(seq uint64, e *events.Event, p any)
 }
 
+// BatchProjection is a Projection that also takes a run of events at once (under one lock).
+type BatchProjection interface {
+	Projection
+	ApplyEvents(n int, event func(i int) (seq uint64, e *events.Event, p any))
+}
+
 // Runner feeds the index and the projections from one ordered consumer.
 type Runner struct {
 	Source      Source

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"runtime"
 
-
 	"qingling/events"
 	"qingling/events/jsstore"
 )
@@ -80,18 +79,31 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 	done := 0
 	for out := range order {
 		b := <-out
+		// a batch at a time: the index's lock and each projection's taken once
+		idx.mu.Lock()
 		for i := range b {
-			it := &b[i]
-			if it.err == nil {
-				it.err = idx.ApplyParsed(it.m.Seq, it.m.Data, it.e, it.p)
+			if it := &b[i]; it.err == nil {
+				it.err = idx.applyLocked(it.m.Seq, it.m.Data, it.e, it.p)
 			}
-			if it.err == nil {
-				for _, pr := range projs {
+		}
+		idx.mu.Unlock()
+		for _, pr := range projs {
+			if bp, ok := pr.(BatchProjection); ok {
+				bp.ApplyEvents(len(b), func(i int) (uint64, *events.Event, any) {
+					if b[i].err != nil {
+						return 0, nil, nil
+					}
+					return b[i].m.Seq, b[i].e, b[i].p
+				})
+				continue
+			}
+			for i := range b {
+				if it := &b[i]; it.err == nil {
 					pr.ApplyEvent(it.m.Seq, it.e, it.p)
 				}
 			}
-			idx.MarkApplied(it.m.Seq)
 		}
+		idx.MarkApplied(b[len(b)-1].m.Seq)
 		done += len(b)
 		if progress != nil {
 			progress(done, total)

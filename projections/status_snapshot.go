@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -285,11 +286,11 @@ func (x *Index) snapshotCommands(w *bytes.Buffer) int {
 	defer x.mu.RUnlock()
 	var b [binary.MaxVarintLen64]byte
 	for id, r := range x.cmds {
-		hid, _ := uuid.Parse(r.h.ID)
+		hid, _ := uuid.Parse(x.all[r.hz].ID)
 		w.Write(id[:])
 		w.Write(hid[:])
-		w.WriteByte(r.typ)
-		w.Write(b[:binary.PutUvarint(b[:], uint64(r.version))])
+		w.WriteByte(byte(r.vt & 0xff))
+		w.Write(b[:binary.PutUvarint(b[:], uint64(r.vt>>8))])
 		w.Write(b[:binary.PutUvarint(b[:], r.seq)])
 	}
 	return len(x.cmds)
@@ -323,6 +324,13 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 		byRep = append(byRep, h)
 	}
 	sort.Slice(byRep, func(i, j int) bool { return byRep[i].ReportSeq < byRep[j].ReportSeq })
+	all, num := slices.Clone(byRep), make(map[string]uint32, len(byRep))
+	if len(all) >= math.MaxUint32 {
+		return fmt.Errorf("index: %d hazards", len(all))
+	}
+	for i, h := range all {
+		num[h.ID] = uint32(i)
+	}
 	cm := make(map[uuid.UUID]cmdRec, len(cmds)/40)
 	cr := bytes.NewReader(cmds)
 	for cr.Len() > 0 {
@@ -342,17 +350,16 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 		if err1 != nil || err2 != nil {
 			return fmt.Errorf("commands: truncated")
 		}
-		if h := hazards[hid.String()]; h != nil && v <= math.MaxInt32 {
-			cm[id] = cmdRec{h: h, seq: s, version: int32(v), typ: code}
+		if n, ok := num[hid.String()]; ok && v <= maxVersion {
+			cm[id] = newCmdRec(s, n, int(v), code)
 		} // else a hazard reported after its chunk was copied: the catch-up records it again
-
 	}
 	x.mu.Lock()
 	if len(x.hz) != 0 || x.applied != 0 {
 		x.mu.Unlock()
 		return fmt.Errorf("index is not empty")
 	}
-	x.hz, x.byRep, x.cmds = hazards, byRep, cm
+	x.hz, x.all, x.byRep, x.cmds = num, all, byRep, cm
 	for _, h := range byRep {
 		x.shareAll(h) // gob decodes a copy of each string per hazard: share them as the feed does
 	}

@@ -172,14 +172,31 @@ func (x *Projection) reset() {
 // ApplyEvent folds one stored event (projections.Projection). Events at or before the last
 // applied sequence are ignored, so a feed that repeats itself never double counts.
 func (x *Projection) ApplyEvent(seq uint64, e *events.Event, p any) {
-	c, ok := compact(e, p)
-	id, err := uuid.Parse(e.Subject)
 	now := x.clock().UnixNano()
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.applyLocked(now, seq, e, p)
+}
+
+// ApplyEvents is ApplyEvent for n events in stream order under one lock (a catch-up's
+// batches): event(i) is the i-th, e nil for one to pass over.
+func (x *Projection) ApplyEvents(n int, event func(i int) (seq uint64, e *events.Event, p any)) {
+	now := x.clock().UnixNano()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for i := range n {
+		if seq, e, p := event(i); e != nil {
+			x.applyLocked(now, seq, e, p)
+		}
+	}
+}
+
+func (x *Projection) applyLocked(now int64, seq uint64, e *events.Event, p any) {
 	if seq <= x.seq && x.seq != 0 {
 		return
 	}
+	c, ok := compact(e, p)
+	id, err := uuid.Parse(e.Subject)
 	x.advance(now)
 	x.seq, x.lastID = seq, e.ID
 	if !ok || err != nil {

@@ -212,7 +212,8 @@ func (m *Main) open(ctx context.Context) error {
 	if err := m.openStatus(ctx); err != nil {
 		return err
 	}
-	m.runStatus(runCtx) // catch-up, then the runner; the status clock, KV writer, feed, snapshots
+	m.scopeEvidence(runCtx) // evidence_scope.go: who may fetch which file
+	m.runStatus(runCtx)     // catch-up, then the runner; the status clock, KV writer, feed, snapshots
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

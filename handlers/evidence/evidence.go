@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -49,7 +51,17 @@ type Info struct {
 	ContentType string `json:"content_type"`
 	Name        string `json:"name,omitempty"` // the name it was first uploaded with
 	Created     bool   `json:"created"`        // false: the same bytes were already stored
+	// Uploaders are the users who uploaded these bytes (the object's "uploaded_by"
+	// metadata), at most MaxUploaders; kept from clients, who need not know who else did.
+	Uploaders []string `json:"-"`
 }
+
+// MaxUploaders bounds the uploaders recorded per file; later ones are not recorded (they may
+// still fetch the file once a hazard they may read references it).
+const MaxUploaders = 32
+
+// uploaded reports whether user id uploaded the file.
+func (i Info) uploaded(id string) bool { return id != "" && slices.Contains(i.Uploaders, id) }
 
 // Sum is the evidence name of data: its SHA-256 in lowercase hex.
 func Sum(data []byte) string {
@@ -106,6 +118,10 @@ type Config struct {
 
 // Store is the evidence bucket.
 type Store struct {
+	// Scope, when set, decides which user may fetch which file (scope.go); without it, with
+	// identities on, no user may. Set it before serving.
+	Scope *Scope
+
 	obs   jetstream.ObjectStore
 	locks [64]sync.Mutex // one upload per digest at a time, so a file is written once
 }
@@ -129,6 +145,12 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 // Put stores data under its SHA-256 after checking its size and type. The same bytes stored
 // again are not written again (Created is then false).
 func (s *Store) Put(ctx context.Context, data []byte, name string) (Info, error) {
+	return s.PutBy(ctx, data, name, "")
+}
+
+// PutBy is Put by user uploader (none: ""), who is recorded among the file's uploaders, so
+// that it may fetch the file back while no event references it (Scope).
+func (s *Store) PutBy(ctx context.Context, data []byte, name, uploader string) (Info, error) {
 	ct, err := Check(data)
 	if err != nil {
 		return Info{}, err
@@ -144,13 +166,19 @@ func (s *Store) Put(ctx context.Context, data []byte, name string) (Info, error)
 	mu.Lock()
 	defer mu.Unlock()
 	if info, err := s.Stat(ctx, sum); err == nil {
-		return info, nil
+		if uploader == "" || info.uploaded(uploader) || len(info.Uploaders) >= MaxUploaders {
+			return info, nil
+		}
+		return s.addUploader(ctx, info, uploader)
 	} else if events.KindOf(err) != events.KindNotFound {
 		return Info{}, err
 	}
-	meta := jetstream.ObjectMeta{Name: sum, Headers: nats.Header{"Content-Type": []string{ct}}}
+	meta := jetstream.ObjectMeta{Name: sum, Headers: nats.Header{"Content-Type": []string{ct}}, Metadata: map[string]string{}}
 	if name != "" {
-		meta.Metadata = map[string]string{"name": name}
+		meta.Metadata["name"] = name
+	}
+	if uploader != "" {
+		meta.Metadata[metaUploaders] = uploader
 	}
 	oi, err := s.obs.Put(ctx, meta, bytes.NewReader(data))
 	if err != nil {
@@ -226,8 +254,36 @@ func (s *Store) List(ctx context.Context) ([]Info, error) {
 	return out, nil
 }
 
+// metaUploaders is the object metadata naming the uploaders, comma-separated (user names
+// have no commas).
+const metaUploaders = "uploaded_by"
+
+// addUploader records one more uploader of a stored file. Under the digest's lock; two
+// servers adding one at the same moment may keep only one of them.
+func (s *Store) addUploader(ctx context.Context, info Info, uploader string) (Info, error) {
+	oi, err := s.obs.GetInfo(ctx, info.SHA256)
+	if err != nil {
+		return Info{}, jsstore.Unavailable(err)
+	}
+	md := maps.Clone(oi.Metadata)
+	if md == nil {
+		md = map[string]string{}
+	}
+	ups := append(slices.Clone(info.Uploaders), uploader)
+	md[metaUploaders] = strings.Join(ups, ",")
+	if err := s.obs.UpdateMeta(ctx, info.SHA256, jetstream.ObjectMeta{Name: oi.Name, Description: oi.Description, Headers: oi.Headers, Metadata: md}); err != nil {
+		return Info{}, jsstore.Unavailable(err)
+	}
+	info.Uploaders = ups
+	return info, nil
+}
+
 func infoOf(oi *jetstream.ObjectInfo) Info {
-	return Info{SHA256: oi.Name, Size: int64(oi.Size), ContentType: oi.Headers.Get("Content-Type"), Name: oi.Metadata["name"]}
+	info := Info{SHA256: oi.Name, Size: int64(oi.Size), ContentType: oi.Headers.Get("Content-Type"), Name: oi.Metadata["name"]}
+	if v := oi.Metadata[metaUploaders]; v != "" {
+		info.Uploaders = strings.Split(v, ",")
+	}
+	return info
 }
 
 func notFound(sum string) error {

@@ -87,9 +87,14 @@ type env struct {
 	srv   *httptest.Server
 	st    *evidence.Store
 	store *jsstore.Store
+	refs  *evidence.Refs
 }
 
-func start(t *testing.T) *env {
+func start(t *testing.T) *env { t.Helper(); return startWith(t, nil) }
+
+// startWith runs the evidence routes on a real in-process NATS JetStream; with auth,
+// identities are on and downloads are scoped.
+func startWith(t *testing.T, auth httpapi.Authenticator) *env {
 	t.Helper()
 	ns, err := jsstore.RunServer(jsstore.ServerConfig{Dir: t.TempDir(), NoSync: true})
 	if err != nil {
@@ -113,24 +118,32 @@ func start(t *testing.T) *env {
 	cat, _ := events.LoadCatalog()
 	idx := projections.NewIndex(cat)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	run := &projections.Runner{Source: store, Index: idx, Log: log}
+	refs := evidence.NewRefs(true)
+	run := &projections.Runner{Source: store, Index: idx, Log: log, Projections: []projections.Projection{refs}}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = run.Run(rctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	a := &app.Service{Catalog: cat, Index: idx, Log: store, Evidence: st.Has}
+	st.Scope = &evidence.Scope{Refs: refs, App: a, LastSeq: store.LastSeq}
 	api := &httpapi.Server{App: a, Log: log}
+	if auth != nil {
+		api.Auth = auth
+	}
 	api.Extra = evidence.Routes(api, st)
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, st: st, store: store}
+	return &env{srv: srv, st: st, store: store, refs: refs}
 }
 
-func (e *env) do(t *testing.T, method, path string, body []byte, actor string) (*http.Response, []byte) {
+func (e *env) do(t *testing.T, method, path string, body []byte, actor string, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(method, e.srv.URL+path, bytes.NewReader(body))
 	if actor != "" {
 		req.Header.Set("X-Qingling-Actor", actor)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

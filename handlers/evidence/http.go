@@ -52,7 +52,11 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	info, err := h.st.Put(r.Context(), data, r.URL.Query().Get("name"))
+	uploader := ""
+	if who.User != nil {
+		uploader = who.User.ID
+	}
+	info, err := h.st.PutBy(r.Context(), data, r.URL.Query().Get("name"), uploader)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
@@ -65,10 +69,11 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, code, info)
 }
 
-// get streams a stored file; its name is its digest, so it never changes.
+// get streams a stored file the user may fetch (Store.Authorize); its name is its digest,
+// so it never changes.
 func (h *handler) get(w http.ResponseWriter, r *http.Request) {
 	sum := r.PathValue("sha256")
-	if err := CheckSum(sum); err != nil {
+	if err := h.st.Authorize(r.Context(), httpapi.UserFrom(r.Context()), sum); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}

@@ -340,7 +340,11 @@ func (s *Server) serve(ctx context.Context, m *msg) (int, any, micro.Headers, er
 		if err := evidence.CanUpload(user); err != nil {
 			return 0, nil, nil, err
 		}
-		info, err := s.cfg.Evidence.Put(ctx, req.data, req.name)
+		uploader := ""
+		if user != nil {
+			uploader = user.ID
+		}
+		info, err := s.cfg.Evidence.PutBy(ctx, req.data, req.name, uploader)
 		if err != nil {
 			return 0, nil, nil, err
 		}
@@ -350,7 +354,7 @@ func (s *Server) serve(ctx context.Context, m *msg) (int, any, micro.Headers, er
 		}
 		return code, info, hdr, nil
 	case VerbDownload:
-		return s.download(ctx, req.sha256)
+		return s.download(ctx, user, req.sha256)
 	case VerbStatus:
 		v, err := s.cfg.Status(ctx, user, req.params)
 		if err != nil {
@@ -433,7 +437,12 @@ func (s *Server) identify(req *request) error {
 // rawReply is an answer sent as bytes, not JSON.
 type rawReply []byte
 
-func (s *Server) download(ctx context.Context, sum string) (int, any, micro.Headers, error) {
+// download answers a file the user may fetch (evidence.Store.Authorize: evidence_not_found
+// otherwise, before anything else is said of the file).
+func (s *Server) download(ctx context.Context, user *events.User, sum string) (int, any, micro.Headers, error) {
+	if err := s.cfg.Evidence.Authorize(ctx, user, sum); err != nil {
+		return 0, nil, nil, err
+	}
 	info, err := s.cfg.Evidence.Stat(ctx, sum)
 	if err != nil {
 		return 0, nil, nil, err

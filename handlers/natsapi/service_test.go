@@ -27,6 +27,7 @@ type env struct {
 	store *jsstore.Store
 	app   *app.Service
 	svc   *natsapi.Server
+	refs  *evidence.Refs // fed by the runner
 }
 
 // start runs a real in-process NATS server with JetStream, the store, the index fed by the
@@ -54,7 +55,8 @@ func start(t *testing.T) *env {
 	}
 	idx := projections.NewIndex(cat)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	run := &projections.Runner{Source: st, Index: idx, Log: log}
+	refs := evidence.NewRefs(true)
+	run := &projections.Runner{Source: st, Index: idx, Log: log, Projections: []projections.Projection{refs}}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = run.Run(rctx) }()
@@ -65,7 +67,7 @@ func start(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
-	return &env{nc: nc, store: st, app: a, svc: svc}
+	return &env{nc: nc, store: st, app: a, svc: svc, refs: refs}
 }
 
 type reply struct {
@@ -312,7 +314,9 @@ type users map[string]*events.User
 func (u users) Lookup(id string) (*events.User, bool) { x, ok := u[id]; return x, ok }
 
 // TestIdentitiesAndEvidenceOverNATS: with a users store, the subject's user decides by its
-// role and scope; evidence goes up and down through the service.
+// role and scope; evidence goes up and down through the service, and a download is scoped:
+// to the uploader while no event references the file, then to whoever may read a hazard
+// that references it. Every other download is answered as for a file not stored.
 func TestIdentitiesAndEvidenceOverNATS(t *testing.T) {
 	e := start(t)
 	_ = e.svc.Stop()
@@ -321,11 +325,16 @@ func TestIdentitiesAndEvidenceOverNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st.Scope = &evidence.Scope{Refs: e.refs, App: e.app, LastSeq: e.store.LastSeq}
 	e.app.Evidence = st.Has
 	us := users{
-		"insp-km": {ID: "insp-km", Role: events.RoleInspector, Sectors: []string{"chem"}, Jurisdiction: "530100"},
-		"desk-km": {ID: "desk-km", Role: events.RoleDesk, Sectors: []string{"chem"}, Jurisdiction: "530100"},
-		"gone":    {ID: "gone", Role: events.RoleInspector, Sectors: []string{"chem"}, Jurisdiction: "530100", Disabled: true},
+		"insp-km":     {ID: "insp-km", Role: events.RoleInspector, Sectors: []string{"chem"}, Jurisdiction: "530100"},
+		"insp-km2":    {ID: "insp-km2", Role: events.RoleInspector, Sectors: []string{"chem"}, Jurisdiction: "530100"},
+		"insp-qj":     {ID: "insp-qj", Role: events.RoleInspector, Sectors: []string{"chem"}, Jurisdiction: "530300"},
+		"desk-km":     {ID: "desk-km", Role: events.RoleDesk, Sectors: []string{"chem"}, Jurisdiction: "530100"},
+		"desk-forest": {ID: "desk-forest", Role: events.RoleDesk, Sectors: []string{"forest"}, Jurisdiction: "530100"},
+		"auditor":     {ID: "auditor", Role: events.RoleAuditor},
+		"gone":        {ID: "gone", Role: events.RoleInspector, Sectors: []string{"chem"}, Jurisdiction: "530100", Disabled: true},
 	}
 	svc, err := natsapi.Start(e.nc, natsapi.Config{App: e.app, Users: us, Evidence: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -334,29 +343,63 @@ func TestIdentitiesAndEvidenceOverNATS(t *testing.T) {
 	t.Cleanup(func() { _ = svc.Stop() })
 
 	png := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 64)...)
-	up := func(user string) *nats.Msg {
-		m := &nats.Msg{Subject: natsapi.Subject(user, "upload"), Data: png, Header: nats.Header{natsapi.HeaderEvidenceName: {"p.png"}}}
+	up := func(user string, data []byte) *nats.Msg {
+		m := &nats.Msg{Subject: natsapi.Subject(user, "upload"), Data: data, Header: nats.Header{natsapi.HeaderEvidenceName: {"p.png"}}}
 		r, err := e.nc.RequestMsg(m, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return r
 	}
-	if r := up("desk-km"); r.Header.Get(micro.ErrorCodeHeader) != "403" || r.Header.Get(natsapi.HeaderErrorCode) != "read_only_role" {
+	if r := up("desk-km", png); r.Header.Get(micro.ErrorCodeHeader) != "403" || r.Header.Get(natsapi.HeaderErrorCode) != "read_only_role" {
 		t.Fatalf("desk upload: %v %s", r.Header, r.Data)
 	}
-	r := up("insp-km")
+	r := up("insp-km", png)
 	var info evidence.Info
 	if r.Header.Get(natsapi.HeaderStatus) != "201" || json.Unmarshal(r.Data, &info) != nil || info.SHA256 != evidence.Sum(png) {
 		t.Fatalf("upload: %v %s", r.Header, r.Data)
 	}
-	if r := up("insp-km"); r.Header.Get(natsapi.HeaderStatus) != "200" {
+	if strings.Contains(string(r.Data), "insp-km") {
+		t.Fatalf("an upload's answer names its uploaders: %s", r.Data)
+	}
+	if r := up("insp-km", png); r.Header.Get(natsapi.HeaderStatus) != "200" {
 		t.Fatalf("second upload: %v %s", r.Header, r.Data)
 	}
-	dl := e.req(t, "desk-km", "download", map[string]any{"sha256": info.SHA256})
-	if dl.status() != "200" || evidence.Sum(dl.msg.Data) != info.SHA256 || dl.msg.Header.Get("Content-Type") != "image/png" {
-		t.Fatalf("download: %v", dl.msg.Header)
+	missing := e.req(t, "insp-km", "download", map[string]any{"sha256": strings.Repeat("0", 64)})
+	if missing.status() != "404" || missing.errCode() != "evidence_not_found" {
+		t.Fatalf("download of a file not stored: %v", missing.msg.Header)
 	}
+	download := func(user, sum string, want bool) {
+		t.Helper()
+		dl := e.req(t, user, "download", map[string]any{"sha256": sum})
+		if want {
+			if dl.status() != "200" || evidence.Sum(dl.msg.Data) != sum || dl.msg.Header.Get("Content-Type") != "image/png" {
+				t.Fatalf("%s downloads %s: %v", user, sum[:8], dl.msg.Header)
+			}
+			return
+		}
+		// refused exactly as a file not stored is: nothing tells the file exists
+		if dl.status() != "404" || dl.errCode() != "evidence_not_found" || len(dl.msg.Header) != len(missing.msg.Header) ||
+			strings.ReplaceAll(string(dl.msg.Data), sum, "") != strings.ReplaceAll(string(missing.msg.Data), strings.Repeat("0", 64), "") {
+			t.Fatalf("%s downloads %s: %v %s, want it answered as %v %s", user, sum[:8], dl.msg.Header, dl.msg.Data, missing.msg.Header, missing.msg.Data)
+		}
+	}
+	// not referenced yet: the uploader only
+	download("insp-km", info.SHA256, true)
+	for _, u := range []string{"insp-km2", "desk-km", "desk-forest", "auditor", "nobody"} {
+		if u == "nobody" {
+			if r := e.req(t, u, "download", map[string]any{"sha256": info.SHA256}); r.status() != "401" {
+				t.Fatalf("unknown user downloads: %v", r.msg.Header)
+			}
+			continue
+		}
+		download(u, info.SHA256, false)
+	}
+	// whoever uploads the same bytes has them: it is an uploader too
+	if r := up("insp-qj", png); r.Header.Get(natsapi.HeaderStatus) != "200" {
+		t.Fatalf("insp-qj uploads the same bytes: %v %s", r.Header, r.Data)
+	}
+	download("insp-qj", info.SHA256, true)
 
 	rep := majorReport(time.Now().Add(-time.Hour))
 	rep["evidence"] = []any{map[string]any{"sha256": strings.Repeat("1", 64)}}
@@ -368,6 +411,19 @@ func TestIdentitiesAndEvidenceOverNATS(t *testing.T) {
 	if ok.status() != "201" || ok.body["reported_by"] != "insp-km" {
 		t.Fatalf("inspector report: %v %s", ok.msg.Header, ok.msg.Data)
 	}
+	// referenced by a chem hazard in 530181: whoever may read it, and no one else, not even
+	// an uploader from another jurisdiction (the answer right after the report: the service
+	// waits for the feed to bring the reference)
+	for _, c := range []struct {
+		user string
+		want bool
+	}{{"desk-km", true}, {"insp-km", true}, {"insp-km2", true}, {"auditor", true}, {"desk-forest", false}, {"insp-qj", false}} {
+		download(c.user, info.SHA256, c.want)
+	}
+	if got := e.refs.Hazards(info.SHA256); len(got) != 1 || got[0] != ok.body["id"] {
+		t.Fatalf("references of %s: %v", info.SHA256[:8], got)
+	}
+
 	for _, c := range []struct{ user, verb, status, code string }{
 		{"nobody", "report", "401", "unknown_user"},
 		{"gone", "report", "401", "user_disabled"},

@@ -109,6 +109,12 @@ func (h *Hazard) PrevHash() string {
 // state h, which is nil before the report. It returns the new state; h is modified in place
 // when not nil. Evolve trusts what the log holds: checks belong to Decide and to verify.
 func Evolve(cat *Catalog, h *Hazard, e *Event, p any, raw []byte, seq uint64) (*Hazard, error) {
+	return EvolveSum(cat, h, e, p, sha256.Sum256(raw), seq)
+}
+
+// EvolveSum is Evolve given sum, the SHA-256 of the event's stored bytes (a replay hashes
+// beside its decoding, on every core, rather than in its one goroutine that applies).
+func EvolveSum(cat *Catalog, h *Hazard, e *Event, p any, sum [32]byte, seq uint64) (*Hazard, error) {
 	if h == nil {
 		r, ok := p.(*Reported)
 		if !ok {
@@ -174,7 +180,7 @@ func Evolve(cat *Catalog, h *Hazard, e *Event, p any, raw []byte, seq uint64) (*
 	h.Version++
 	h.Seq = seq
 	h.UpdatedAt = InstantOf(e.Time)
-	h.LastHash = sha256.Sum256(raw)
+	h.LastHash = sum
 	return h, nil
 }
 

@@ -4,6 +4,7 @@ package projections
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"math"
@@ -95,13 +96,16 @@ func (x *Index) Apply(seq uint64, raw []byte) error {
 
 // ApplyParsed is Apply for an event already decoded.
 func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) error {
+	cmd, cmdErr := uuid.Parse(e.CommandID)
+	sum := sha256.Sum256(raw)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.applyLocked(seq, raw, e, p)
+	return x.applyLocked(seq, sum, cmd, cmdErr == nil, e, p)
 }
 
-// applyLocked is ApplyParsed under x.mu.
-func (x *Index) applyLocked(seq uint64, raw []byte, e *events.Event, p any) error {
+// applyLocked is ApplyParsed under x.mu, given the stored bytes' SHA-256 and the command id
+// (when it is a UUID: hasCmd).
+func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd bool, e *events.Event, p any) error {
 	n, known := x.hz[e.Subject]
 	var h *events.Hazard
 	if known {
@@ -109,7 +113,7 @@ func (x *Index) applyLocked(seq uint64, raw []byte, e *events.Event, p any) erro
 			return nil
 		}
 	}
-	nh, err := events.Evolve(x.cat, h, e, p, raw, seq)
+	nh, err := events.EvolveSum(x.cat, h, e, p, sum, seq)
 	if err != nil {
 		return err
 	}
@@ -121,13 +125,17 @@ func (x *Index) applyLocked(seq uint64, raw []byte, e *events.Event, p any) erro
 		n = uint32(len(x.all))
 		x.all = append(x.all, nh)
 		x.hz[nh.ID] = n
-		i := sort.Search(len(x.byRep), func(i int) bool { return x.byRep[i].ReportSeq > seq })
-		x.byRep = append(x.byRep, nil)
-		copy(x.byRep[i+1:], x.byRep[i:])
-		x.byRep[i] = nh
+		if k := len(x.byRep); k == 0 || x.byRep[k-1].ReportSeq < seq {
+			x.byRep = append(x.byRep, nh) // in stream order: the usual case
+		} else {
+			i := sort.Search(k, func(i int) bool { return x.byRep[i].ReportSeq > seq })
+			x.byRep = append(x.byRep, nil)
+			copy(x.byRep[i+1:], x.byRep[i:])
+			x.byRep[i] = nh
+		}
 	}
-	if u, err := uuid.Parse(e.CommandID); err == nil {
-		x.cmds[u] = newCmdRec(seq, n, nh.Version, typeCode(e.Type))
+	if hasCmd {
+		x.cmds[cmd] = newCmdRec(seq, n, nh.Version, typeCode(e.Type))
 	}
 	return nil
 }
@@ -141,15 +149,14 @@ func (x *Index) share(h *events.Hazard, p any) {
 		if g, ok := x.cat.Region(h.Region); ok {
 			h.Region = g.Code
 		}
-		for _, f := range []*string{&h.SiteKey, &h.SiteName, &h.Grade, &h.Criterion, &h.Source, &h.Home, &h.ReportedBy} {
-			*f = x.str(*f)
-		}
+		h.SiteKey, h.SiteName, h.ReportedBy = x.str(h.SiteKey), x.str(h.SiteName), x.str(h.ReportedBy)
+		h.Grade, h.Criterion, h.Source, h.Home = x.word(h.Grade), x.criterion(h.Criterion), x.word(h.Source), x.word(h.Home)
 	case *events.Amended:
 		h.SiteName = x.str(h.SiteName)
 	case *events.Graded:
-		h.Grade, h.Criterion = x.str(h.Grade), x.str(h.Criterion)
+		h.Grade, h.Criterion = x.word(h.Grade), x.criterion(h.Criterion)
 	case *events.Listed:
-		h.ListLevel = x.str(h.ListLevel)
+		h.ListLevel = x.word(h.ListLevel)
 	case *events.Completed:
 		h.CompletedBy = x.str(h.CompletedBy)
 	case *events.Cleared:
@@ -175,6 +182,38 @@ func (x *Index) get(id string) *events.Hazard {
 		return x.all[n]
 	}
 	return nil
+}
+
+// word is str for a value of few (grades, sources, homes, list levels): the constant's copy
+// without a lookup when it is one.
+func (x *Index) word(s string) string {
+	switch s {
+	case events.GradeGeneral:
+		return events.GradeGeneral
+	case events.GradeMajor:
+		return events.GradeMajor
+	case events.DefaultSource:
+		return events.DefaultSource
+	}
+	for _, c := range events.Sources {
+		if s == c {
+			return c
+		}
+	}
+	for _, c := range events.ListLevels {
+		if s == c {
+			return c
+		}
+	}
+	return x.str(s)
+}
+
+// criterion is str for a criterion code: the catalog's copy.
+func (x *Index) criterion(s string) string {
+	if k, ok := x.cat.Criterion(s); ok {
+		return k.Code
+	}
+	return x.str(s)
 }
 
 // str is s's shared copy. Under x.mu.

@@ -2,8 +2,11 @@ package projections
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"runtime"
+
+	"github.com/google/uuid"
 
 	"qingling/events"
 	"qingling/events/jsstore"
@@ -28,15 +31,20 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 	defer cancel()
 
 	type item struct {
-		m   jsstore.Msg
-		e   *events.Event
-		p   any
-		err error
+		m      jsstore.Msg
+		e      events.Event
+		p      any
+		sum    [32]byte // of the stored bytes, for the index
+		cmd    uuid.UUID
+		hasCmd bool
+		err    error
 	}
 	const batch = 256
-	// Batches are decoded concurrently, each by its own goroutine; the channel of their
-	// results, in stream order, bounds how many are in flight.
+	// Three stages: batches are decoded (and hashed) concurrently, each by its own goroutine;
+	// this goroutine applies them to the index in stream order; another applies them to the
+	// projections and marks them applied. The channels bound how many are in flight.
 	order := make(chan chan []item, 4*max(runtime.GOMAXPROCS(0), 2))
+	toProjs := make(chan []item, 4)
 
 	errDone := errors.New("replay: reached the target")
 	var readErr error
@@ -50,9 +58,14 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 			out := make(chan []item, 1)
 			b := buf
 			go func() {
-				d := newDecoder()
+				d := events.NewDecoder()
 				for i := range b {
-					b[i].e, b[i].p, b[i].err = d.decode(b[i].m.Data)
+					it := &b[i]
+					if it.p, it.err = d.Decode(it.m.Data, &it.e); it.err == nil {
+						it.sum = sha256.Sum256(it.m.Data)
+						u, err := uuid.Parse(it.e.CommandID)
+						it.cmd, it.hasCmd = u, err == nil
+					}
 				}
 				out <- b
 			}()
@@ -76,39 +89,48 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 			readErr = err
 		}
 	}()
-	done := 0
+	projsDone := make(chan struct{})
+	go func() {
+		defer close(projsDone)
+		done := 0
+		for b := range toProjs {
+			for _, pr := range projs {
+				if bp, ok := pr.(BatchProjection); ok {
+					bp.ApplyEvents(len(b), func(i int) (uint64, *events.Event, any) {
+						if b[i].err != nil {
+							return 0, nil, nil
+						}
+						return b[i].m.Seq, &b[i].e, b[i].p
+					})
+					continue
+				}
+				for i := range b {
+					if it := &b[i]; it.err == nil {
+						pr.ApplyEvent(it.m.Seq, &it.e, it.p)
+					}
+				}
+			}
+			idx.MarkApplied(b[len(b)-1].m.Seq)
+			done += len(b)
+			if progress != nil {
+				progress(done, total)
+			}
+		}
+	}()
 	for out := range order {
 		b := <-out
-		// a batch at a time: the index's lock and each projection's taken once
+		// a batch at a time: the index's lock taken once
 		idx.mu.Lock()
 		for i := range b {
 			if it := &b[i]; it.err == nil {
-				it.err = idx.applyLocked(it.m.Seq, it.m.Data, it.e, it.p)
+				it.err = idx.applyLocked(it.m.Seq, it.sum, it.cmd, it.hasCmd, &it.e, it.p)
 			}
 		}
 		idx.mu.Unlock()
-		for _, pr := range projs {
-			if bp, ok := pr.(BatchProjection); ok {
-				bp.ApplyEvents(len(b), func(i int) (uint64, *events.Event, any) {
-					if b[i].err != nil {
-						return 0, nil, nil
-					}
-					return b[i].m.Seq, b[i].e, b[i].p
-				})
-				continue
-			}
-			for i := range b {
-				if it := &b[i]; it.err == nil {
-					pr.ApplyEvent(it.m.Seq, it.e, it.p)
-				}
-			}
-		}
-		idx.MarkApplied(b[len(b)-1].m.Seq)
-		done += len(b)
-		if progress != nil {
-			progress(done, total)
-		}
+		toProjs <- b
 	}
+	close(toProjs)
+	<-projsDone
 	if readErr != nil && idx.Applied() < target {
 		return idx.Applied(), readErr
 	}

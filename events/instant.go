@@ -38,14 +38,19 @@ func (i Instant) After(t time.Time) bool { return i.Time().After(t) }
 func (i Instant) Equal(t time.Time) bool { return i.Time().Equal(t) }
 
 // String is the instant as FormatInstant writes it.
-func (i Instant) String() string { return FormatInstant(i.Time()) }
+func (i Instant) String() string {
+	if i == 0 {
+		return "0001-01-01T00:00:00Z" // as the zero time.Time writes itself
+	}
+	return FormatInstant(i.Time())
+}
 
 // MarshalJSON writes the instant as FormatInstant does (RFC 3339 in Asia/Shanghai).
 func (i Instant) MarshalJSON() ([]byte, error) {
 	if i == 0 {
 		return time.Time{}.MarshalJSON()
 	}
-	return json.Marshal(i.String())
+	return json.Marshal(FormatInstant(i.Time()))
 }
 
 // UnmarshalJSON reads an RFC 3339 time (null leaves the instant as it is).

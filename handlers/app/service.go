@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 
@@ -136,8 +137,22 @@ func (s *Service) Execute(ctx context.Context, cmd *events.Command) (Result, err
 		if err := s.Index.ApplyParsed(ack.Seq, ack.Data, &stored, cmd.Payload); err != nil {
 			return Result{}, err
 		}
-		st, _ := s.Index.Get(cmd.HazardID)
-		return Result{Hazard: st, EventID: ev.ID}, nil
+		// The answer is the state this event made: the one decided on (the store checked it
+		// was still the last) evolved by the event, whatever the index has applied since.
+		var base *events.Hazard
+		if h != nil {
+			c := *h
+			c.AmendSeqs = slices.Clone(h.AmendSeqs)
+			base = &c
+		}
+		st, err := events.Evolve(s.Catalog, base, &stored, cmd.Payload, ack.Data, ack.Seq)
+		if err != nil {
+			return Result{}, err
+		}
+		if cur, ok := s.Index.Get(cmd.HazardID); ok && cur.Seq == ack.Seq {
+			st = &cur // the same state, with the index's shared strings
+		}
+		return Result{Hazard: *st, EventID: ev.ID}, nil
 	}
 }
 

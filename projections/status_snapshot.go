@@ -47,6 +47,7 @@ type Snapshots struct {
 	Index  *Index
 	Status *status.Projection
 	Log    *slog.Logger
+	Parts  []SnapshotPart // other read models kept beside the index and status
 
 	mu      sync.Mutex // one save at a time
 	lastSeq uint64
@@ -65,7 +66,7 @@ type SnapshotHeader struct {
 
 const (
 	snapMagic  = "QLREADMODEL\n"
-	snapFormat = 1
+	snapFormat = 2
 	snapChunk  = 4096
 )
 
@@ -83,7 +84,22 @@ func hazardType() string {
 var typeCodes = []string{events.TypeReported, events.TypeAmended, events.TypeGraded, events.TypeListed, events.TypePlanned, events.TypeProgressed,
 	events.TypeExtended, events.TypeCompleted, events.TypeVerifyFailed, events.TypeCleared, events.TypeReopened, events.TypeWithdrawn} // read-only
 
-// Save writes a snapshot; it does nothing when nothing was applied since the last one.
+// SnapshotPart is another read model kept in the snapshot. It is written after the status
+// part, so it holds at least every event the checkpoint covers (the catch-up from the
+// checkpoint + 1 must be harmless to apply to it again), and read before the catch-up. A part
+// the snapshot does not hold, or cannot be read, is left as it was: its owner rebuilds it.
+type SnapshotPart interface {
+	SnapshotName() string
+	WriteSnapshot(w io.Writer) error // ErrPartNotReady: leave the part out this time
+	ReadSnapshot(b []byte) error
+}
+
+// ErrPartNotReady is what a SnapshotPart answers when it cannot be saved yet (it is still
+// being rebuilt): the snapshot is written without it.
+var ErrPartNotReady = errors.New("snapshot part not ready")
+
+// Save writes a snapshot; it does nothing when nothing was applied since the last one. The
+// file is written as it is made (a chunk of hazards at a time), not built in memory first.
 func (s *Snapshots) Save() (SnapshotHeader, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -99,13 +115,7 @@ func (s *Snapshots) Save() (SnapshotHeader, error) {
 	if seq == 0 || seq == s.lastSeq {
 		return SnapshotHeader{Seq: seq}, nil
 	}
-	var hzBuf, cmdBuf bytes.Buffer
-	nHz, err := s.Index.snapshotHazards(&hzBuf)
-	if err != nil {
-		return SnapshotHeader{}, err
-	}
-	nCmd := s.Index.snapshotCommands(&cmdBuf)
-	hdr := SnapshotHeader{Format: snapFormat, Seq: seq, EventID: eventID, Written: time.Now().UTC(), HazardType: hazardType(), Hazards: nHz, Commands: nCmd}
+	hdr := SnapshotHeader{Format: snapFormat, Seq: seq, EventID: eventID, Written: time.Now().UTC(), HazardType: hazardType()}
 	hj, _ := json.Marshal(hdr)
 
 	dir := filepath.Dir(s.Path)
@@ -120,10 +130,31 @@ func (s *Snapshots) Save() (SnapshotHeader, error) {
 	sum := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(f, sum), 1<<20)
 	bw.WriteString(snapMagic)
-	for _, sec := range [][]byte{hj, stBuf.Bytes(), hzBuf.Bytes(), cmdBuf.Bytes()} {
-		writeUvarint(bw, uint64(len(sec)))
-		bw.Write(sec)
+	writeSection(bw, hj)
+	writeSection(bw, stBuf.Bytes())
+	stBuf = bytes.Buffer{}
+	if hdr.Hazards, err = s.Index.snapshotHazards(bw); err != nil {
+		f.Close()
+		return hdr, err
 	}
+	var cmdBuf bytes.Buffer
+	hdr.Commands = s.Index.snapshotCommands(&cmdBuf)
+	writeSection(bw, cmdBuf.Bytes())
+	cmdBuf = bytes.Buffer{}
+	for _, p := range s.Parts {
+		var pb bytes.Buffer
+		if err := p.WriteSnapshot(&pb); errors.Is(err, ErrPartNotReady) {
+			continue
+		} else if err != nil {
+			f.Close()
+			return hdr, fmt.Errorf("snapshot part %s: %w", p.SnapshotName(), err)
+		}
+		writeSection(bw, []byte(p.SnapshotName()))
+		writeSection(bw, pb.Bytes())
+	}
+	writeSection(bw, nil) // the end of the parts
+	tj, _ := json.Marshal(snapTrailer{Hazards: hdr.Hazards, Commands: hdr.Commands})
+	writeSection(bw, tj)
 	if err := bw.Flush(); err != nil {
 		f.Close()
 		return hdr, err
@@ -150,9 +181,20 @@ func (s *Snapshots) Save() (SnapshotHeader, error) {
 	return hdr, nil
 }
 
+// snapTrailer closes a snapshot with what is known only once it is written.
+type snapTrailer struct {
+	Hazards  int `json:"hazards"`
+	Commands int `json:"commands"`
+}
+
 func writeUvarint(w *bufio.Writer, v uint64) {
 	var b [binary.MaxVarintLen64]byte
 	w.Write(b[:binary.PutUvarint(b[:], v)])
+}
+
+func writeSection(w *bufio.Writer, b []byte) {
+	writeUvarint(w, uint64(len(b)))
+	w.Write(b)
 }
 
 // Log is what Load checks a snapshot against: the event at its checkpoint must be the one
@@ -163,6 +205,23 @@ type Log interface {
 
 // ErrNoSnapshot: there is no usable snapshot (none, or of another log or shape).
 var ErrNoSnapshot = errors.New("no usable snapshot")
+
+// snapReader reads the length-prefixed sections of a snapshot's body, as slices of it.
+type snapReader struct {
+	b []byte
+	i int
+}
+
+func (r *snapReader) section() ([]byte, bool) {
+	n, k := binary.Uvarint(r.b[r.i:])
+	if k <= 0 || n > uint64(len(r.b)-r.i-k) {
+		return nil, false
+	}
+	r.i += k
+	s := r.b[r.i : r.i+int(n)]
+	r.i += int(n)
+	return s, true
+}
 
 // Load reads the snapshot into the empty index and status (before the runner starts) and
 // returns its header. A missing, damaged or foreign snapshot answers ErrNoSnapshot (wrapped
@@ -185,20 +244,46 @@ func (s *Snapshots) Load(ctx context.Context, log Log) (SnapshotHeader, error) {
 	if got := sha256.Sum256(body); !bytes.Equal(got[:], want) {
 		return SnapshotHeader{}, no("checksum mismatch (damaged)")
 	}
-	r := bytes.NewReader(body[len(snapMagic):])
-	var secs [4][]byte
-	for i := range secs {
-		n, err := binary.ReadUvarint(r)
-		if err != nil || n > uint64(r.Len()) {
-			return SnapshotHeader{}, no("truncated section %d", i)
-		}
-		secs[i] = make([]byte, n)
-		_, _ = io.ReadFull(r, secs[i])
-	}
+	r := &snapReader{b: body, i: len(snapMagic)}
+	hj, ok := r.section()
 	var hdr SnapshotHeader
-	if err := json.Unmarshal(secs[0], &hdr); err != nil || hdr.Format != snapFormat {
+	if !ok || json.Unmarshal(hj, &hdr) != nil || hdr.Format != snapFormat {
 		return hdr, no("unknown format")
 	}
+	stSec, ok1 := r.section()
+	hzStart := r.i
+	for ok1 {
+		c, ok := r.section()
+		if !ok {
+			return hdr, no("truncated hazards")
+		}
+		if len(c) == 0 {
+			break
+		}
+	}
+	hzSec := body[hzStart:r.i]
+	cmdSec, ok2 := r.section()
+	parts := map[string][]byte{}
+	for ok1 && ok2 {
+		name, ok := r.section()
+		if !ok {
+			return hdr, no("truncated parts")
+		}
+		if len(name) == 0 {
+			break
+		}
+		pb, ok := r.section()
+		if !ok {
+			return hdr, no("truncated part %s", name)
+		}
+		parts[string(name)] = pb
+	}
+	tj, ok3 := r.section()
+	var tr snapTrailer
+	if !ok1 || !ok2 || !ok3 || json.Unmarshal(tj, &tr) != nil || r.i != len(body) {
+		return hdr, no("truncated")
+	}
+	hdr.Hazards, hdr.Commands = tr.Hazards, tr.Commands
 	if hdr.HazardType != hazardType() {
 		return hdr, no("written by another version of the hazard index")
 	}
@@ -214,12 +299,19 @@ func (s *Snapshots) Load(ctx context.Context, log Log) (SnapshotHeader, error) {
 			return hdr, no("the event at %d is %s, not %s: another log", hdr.Seq, m.MsgID, hdr.EventID)
 		}
 	}
-	if err := s.Status.ReadSnapshot(bytes.NewReader(secs[1])); err != nil {
+	if err := s.Status.ReadSnapshot(bytes.NewReader(stSec)); err != nil {
 		return hdr, no("%v", err)
 	}
-	if err := s.Index.restore(secs[2], secs[3], hdr.Seq); err != nil {
+	if err := s.Index.restore(hzSec, cmdSec, hdr.Seq); err != nil {
 		s.Status.Reset()
 		return hdr, no("%v", err)
+	}
+	for _, p := range s.Parts {
+		if pb, ok := parts[p.SnapshotName()]; ok {
+			if err := p.ReadSnapshot(pb); err != nil {
+				s.log().Warn("snapshot part not read; its owner rebuilds it", "part", p.SnapshotName(), "err", err)
+			}
+		}
 	}
 	s.mu.Lock()
 	s.lastSeq = hdr.Seq
@@ -256,9 +348,11 @@ func (s *Snapshots) log() *slog.Logger {
 }
 
 // snapshotHazards gob-encodes every hazard in chunks, taking the read lock per chunk only.
-func (x *Index) snapshotHazards(w *bytes.Buffer) (int, error) {
+// Each chunk is length-prefixed; a zero length ends them.
+func (x *Index) snapshotHazards(w *bufio.Writer) (int, error) {
 	n := 0
 	chunk := make([]events.Hazard, 0, snapChunk)
+	var b bytes.Buffer
 	for i := 0; ; {
 		chunk = chunk[:0]
 		x.mu.RLock()
@@ -267,15 +361,14 @@ func (x *Index) snapshotHazards(w *bytes.Buffer) (int, error) {
 		}
 		x.mu.RUnlock()
 		if len(chunk) == 0 {
+			writeUvarint(w, 0)
 			return n, nil
 		}
-		var b bytes.Buffer
+		b.Reset()
 		if err := gob.NewEncoder(&b).Encode(chunk); err != nil {
 			return n, err
 		}
-		var l [binary.MaxVarintLen64]byte
-		w.Write(l[:binary.PutUvarint(l[:], uint64(b.Len()))])
-		w.Write(b.Bytes())
+		writeSection(w, b.Bytes())
 		n += len(chunk)
 	}
 }
@@ -284,6 +377,7 @@ func (x *Index) snapshotHazards(w *bytes.Buffer) (int, error) {
 func (x *Index) snapshotCommands(w *bytes.Buffer) int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	w.Grow(len(x.cmds) * 40)
 	var b [binary.MaxVarintLen64]byte
 	for id, r := range x.cmds {
 		hid, _ := uuid.Parse(x.all[r.hz].ID)
@@ -304,6 +398,9 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 		n, err := binary.ReadUvarint(r)
 		if err != nil || n > uint64(r.Len()) {
 			return fmt.Errorf("index chunk: truncated")
+		}
+		if n == 0 {
+			break // the end of the chunks
 		}
 		var chunk []events.Hazard
 		if err := gob.NewDecoder(io.LimitReader(r, int64(n))).Decode(&chunk); err != nil {

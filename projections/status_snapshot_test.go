@@ -1,8 +1,10 @@
 package projections_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -89,5 +91,54 @@ func TestSnapshotRestartMidStream(t *testing.T) {
 	}
 	if _, err := (&projections.Snapshots{Path: path + ".none", Index: idx4, Status: sp4}).Load(ctx, st); !errors.Is(err, projections.ErrNoSnapshot) {
 		t.Fatalf("missing snapshot: %v", err)
+	}
+}
+
+// notePart is a SnapshotPart holding some bytes.
+type notePart struct {
+	name   string
+	data   []byte
+	ready  bool
+	loaded []byte
+}
+
+func (p *notePart) SnapshotName() string { return p.name }
+func (p *notePart) WriteSnapshot(w io.Writer) error {
+	if !p.ready {
+		return projections.ErrPartNotReady
+	}
+	_, err := w.Write(p.data)
+	return err
+}
+func (p *notePart) ReadSnapshot(b []byte) error { p.loaded = bytes.Clone(b); return nil }
+
+// TestSnapshotParts: other read models ride in the snapshot; a part not ready is left out
+// (its owner rebuilds it), and one the file does not hold is not touched.
+func TestSnapshotParts(t *testing.T) {
+	cat, _ := events.LoadCatalog()
+	ctx := context.Background()
+	evs := sample(t, cat, 50)
+	st := logWith(t, evs)
+	path := filepath.Join(t.TempDir(), "readmodel.snap")
+	idx := projections.NewIndex(cat)
+	sp := status.New(status.Config{Catalog: cat, Clock: func() time.Time { return benchNow }})
+	if _, err := projections.Replay(ctx, st, idx, []projections.Projection{sp}, nil); err != nil {
+		t.Fatal(err)
+	}
+	a := &notePart{name: "a", data: []byte("alpha"), ready: true}
+	b := &notePart{name: "b", data: []byte("beta")} // not ready
+	empty := &notePart{name: "empty", ready: true}
+	if _, err := (&projections.Snapshots{Path: path, Index: idx, Status: sp, Parts: []projections.SnapshotPart{a, b, empty}}).Save(); err != nil {
+		t.Fatal(err)
+	}
+	a2, b2, c2, e2 := &notePart{name: "a"}, &notePart{name: "b"}, &notePart{name: "c"}, &notePart{name: "empty"}
+	idx2 := projections.NewIndex(cat)
+	sp2 := status.New(status.Config{Catalog: cat, Clock: func() time.Time { return benchNow }})
+	h, err := (&projections.Snapshots{Path: path, Index: idx2, Status: sp2, Parts: []projections.SnapshotPart{c2, b2, a2, e2}}).Load(ctx, st)
+	if err != nil || h.Hazards != idx.Len() || idx2.Len() != idx.Len() {
+		t.Fatalf("load: %+v %v", h, err)
+	}
+	if string(a2.loaded) != "alpha" || b2.loaded != nil || c2.loaded != nil || e2.loaded == nil || len(e2.loaded) != 0 {
+		t.Fatalf("parts loaded: a %q, b %q, c %q, empty %q", a2.loaded, b2.loaded, c2.loaded, e2.loaded)
 	}
 }

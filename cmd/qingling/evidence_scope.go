@@ -7,16 +7,18 @@ import (
 	"qingling/handlers/evidence"
 )
 
-// scopeEvidence scopes evidence downloads by the hazards referencing each file: the runner
-// feeds the references, and after a start from a read-model snapshot (which does not hold
-// them) a backfill reads those of the events the snapshot covers. Called once the snapshot
-// is loaded (openStatus) and before the runner starts (runStatus).
+// scopeEvidence scopes evidence downloads by the hazards referencing each file (m.Refs,
+// made by openStatus): the runner feeds the references; a start from a read-model snapshot
+// that holds them needs nothing more, and one from an older snapshot without them backfills
+// those of the events it covers. Called once the snapshot is loaded (openStatus) and before
+// the runner starts (runStatus).
 func (m *Main) scopeEvidence(ctx context.Context) {
 	upto := m.Index.Applied()
-	refs := evidence.NewRefs(upto == 0)
+	refs := m.Refs
 	m.Runner.Projections = append(m.Runner.Projections, refs)
 	m.Evidence.Scope = &evidence.Scope{Refs: refs, App: m.App, LastSeq: m.Store.LastSeq}
-	if upto == 0 {
+	if upto == 0 || refs.Complete() {
+		_ = refs.Backfill(ctx, m.Store, 0) // the log is read from its start, or the snapshot held them: complete
 		return
 	}
 	m.wg.Add(1)

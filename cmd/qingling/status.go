@@ -25,6 +25,7 @@ import (
 
 	"qingling/events"
 	"qingling/events/jsstore"
+	"qingling/handlers/evidence"
 	"qingling/handlers/feed"
 	"qingling/handlers/httpapi"
 	"qingling/projections"
@@ -43,6 +44,7 @@ type statusWiring struct {
 	KVWriter  *kvstatus.Writer
 	Lease     *kvstatus.Lease // the one instance writing hz_status
 	Feed      *feed.Hub
+	Refs      *evidence.Refs // which hazards reference each evidence file (evidence_scope.go)
 
 	releaseLock func()
 }
@@ -58,7 +60,9 @@ func (m *Main) openStatus(ctx context.Context) error {
 	m.releaseLock = release
 	m.Status = status.New(status.Config{Catalog: m.Catalog, Clock: m.Config.Clock})
 	m.Runner.Projections = append(m.Runner.Projections, m.Status)
-	m.Snapshots = &projections.Snapshots{Path: filepath.Join(m.Config.DataDir, "readmodel.snap"), Index: m.Index, Status: m.Status, Log: log}
+	m.Refs = evidence.NewRefs(false)
+	m.Snapshots = &projections.Snapshots{Path: filepath.Join(m.Config.DataDir, "readmodel.snap"), Index: m.Index, Status: m.Status, Log: log,
+		Parts: []projections.SnapshotPart{m.Refs}}
 	start := time.Now()
 	switch h, err := m.Snapshots.Load(ctx, m.Store); {
 	case err == nil:

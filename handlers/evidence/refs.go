@@ -3,14 +3,17 @@ package evidence
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"io"
 	"sync"
 
 	"github.com/google/uuid"
 
 	"qingling/events"
 	"qingling/events/jsstore"
+	"qingling/projections"
 )
 
 // Refs is the read model of which hazards' events reference each evidence file (the
@@ -165,6 +168,80 @@ func (r *Refs) Backfill(ctx context.Context, log Follower, upto uint64) error {
 		close(r.done)
 	}
 	r.mu.Unlock()
+	return nil
+}
+
+// SnapshotName names Refs in the read-model snapshot (projections.SnapshotPart), which keeps
+// it so that a start from the snapshot needs no backfill.
+func (r *Refs) SnapshotName() string { return "evidence.refs" }
+
+// WriteSnapshot writes every reference: the number of files, then each file's digest, its
+// number of hazards and their ids. An incomplete Refs (a backfill still running) is not
+// written.
+func (r *Refs) WriteSnapshot(w io.Writer) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if !r.complete {
+		return projections.ErrPartNotReady
+	}
+	b := binary.AppendUvarint(make([]byte, 0, 16+len(r.by)*50), uint64(len(r.by)))
+	for k, h := range r.by {
+		b = append(b, k[:]...)
+		b = binary.AppendUvarint(b, uint64(1+len(h.more)))
+		b = append(b, h.first[:]...)
+		for _, x := range h.more {
+			b = append(b, x[:]...)
+		}
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// ReadSnapshot adds the references WriteSnapshot wrote and marks Refs complete.
+func (r *Refs) ReadSnapshot(b []byte) error {
+	bad := errors.New("evidence references: truncated")
+	files, n := binary.Uvarint(b)
+	if n <= 0 || files > uint64(len(b)) {
+		return bad
+	}
+	b = b[n:]
+	by := make(map[[32]byte]hazards, files)
+	for range files {
+		if len(b) < 32 {
+			return bad
+		}
+		var k [32]byte
+		copy(k[:], b)
+		c, n := binary.Uvarint(b[32:])
+		if n <= 0 || c == 0 || c > uint64(len(b)) || len(b[32+n:]) < int(c)*16 {
+			return bad
+		}
+		b = b[32+n:]
+		var h hazards
+		copy(h.first[:], b)
+		for i := 1; i < int(c); i++ {
+			var id uuid.UUID
+			copy(id[:], b[i*16:])
+			h.more = append(h.more, id)
+		}
+		b = b[int(c)*16:]
+		by[k] = h
+	}
+	if len(b) != 0 {
+		return bad
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, h := range by {
+		r.add(k, h.first)
+		for _, id := range h.more {
+			r.add(k, id)
+		}
+	}
+	if !r.complete {
+		r.complete = true
+		close(r.done)
+	}
 	return nil
 }
 

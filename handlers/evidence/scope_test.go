@@ -1,6 +1,7 @@
 package evidence_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"qingling/events"
 	"qingling/events/jsstore"
 	"qingling/handlers/evidence"
+	"qingling/projections"
 )
 
 func sumOf(c byte) string { return strings.Repeat(string(c), 64) }
@@ -42,6 +44,32 @@ func TestRefsFold(t *testing.T) {
 	}
 	if r.Len() != 3 || !r.Complete() {
 		t.Fatalf("Len %d, complete %v", r.Len(), r.Complete())
+	}
+
+	// kept in the read-model snapshot: the same references come back, complete
+	var buf bytes.Buffer
+	if err := r.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	back := evidence.NewRefs(false)
+	if err := back.ReadSnapshot(buf.Bytes()); err != nil || !back.Complete() || back.Len() != 3 {
+		t.Fatalf("read back: %v, complete %v, %d files", err, back.Complete(), back.Len())
+	}
+	for _, sum := range []string{sumOf('a'), sumOf('b'), sumOf('c')} {
+		got, want := back.Hazards(sum), r.Hazards(sum)
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("read back Hazards(%s) = %v, want %v", sum[:3], got, want)
+		}
+	}
+	for _, cut := range []int{0, 1, 20, buf.Len() - 1} {
+		if err := evidence.NewRefs(false).ReadSnapshot(buf.Bytes()[:cut]); err == nil {
+			t.Errorf("a snapshot part cut at %d read without error", cut)
+		}
+	}
+	if err := evidence.NewRefs(false).WriteSnapshot(&buf); !errors.Is(err, projections.ErrPartNotReady) {
+		t.Fatalf("an incomplete Refs wrote itself: %v", err)
 	}
 }
 

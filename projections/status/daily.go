@@ -1,6 +1,8 @@
 package status
 
 import (
+	"math"
+	"math/bits"
 	"sort"
 	"time"
 
@@ -31,9 +33,17 @@ func dayDate(d int32) string {
 	return time.Unix(0, int64(d)*day-offset).In(events.Shanghai).Format("2006-01-02")
 }
 
+// dayDelta is one day's change of a leaf's counts, in 16 bits a count (32 bytes, not 56:
+// there is one per leaf per day that saw a change). A change beyond 16 bits goes to
+// Projection.wide, added on read, so the figures stay exact whatever the size of a day.
 type dayDelta struct {
 	day int32
-	v   vec
+	v   [nCounts]int16
+}
+
+// leafDay keys Projection.wide: a leaf and a day.
+type leafDay struct {
+	leaf, day int32
 }
 
 // addDaily records that a hazard of leaf changes from mask from to mask to on day d.
@@ -54,8 +64,42 @@ func (x *Projection) addDaily(leaf int32, d int32, from, to uint16) {
 		s[i] = dayDelta{day: d}
 		x.daily[leaf] = s
 	}
-	s[i].v.add(from&^to, -1)
-	s[i].v.add(to&^from, +1)
+	x.addDelta(leaf, &s[i], from&^to, -1)
+	x.addDelta(leaf, &s[i], to&^from, +1)
+}
+
+// addDelta adds sign to every count of dd whose bit is set in m.
+func (x *Projection) addDelta(leaf int32, dd *dayDelta, m uint16, sign int32) {
+	for m != 0 {
+		b := bits.TrailingZeros16(m)
+		m &^= 1 << b
+		if v := int32(dd.v[b]) + sign; v >= math.MinInt16 && v <= math.MaxInt16 {
+			dd.v[b] = int16(v)
+			continue
+		}
+		if x.wide == nil {
+			x.wide = map[leafDay]*vec{}
+		}
+		k := leafDay{leaf, dd.day}
+		w := x.wide[k]
+		if w == nil {
+			w = new(vec)
+			x.wide[k] = w
+		}
+		w[b] += sign
+	}
+}
+
+// addDay adds the change of leaf on dd to a.
+func (x *Projection) addDay(a *vec, leaf int32, dd *dayDelta) {
+	for i := range a {
+		a[i] += int32(dd.v[i])
+	}
+	if x.wide != nil {
+		if w := x.wide[leafDay{leaf, dd.day}]; w != nil {
+			addVec(a, w)
+		}
+	}
 }
 
 // Day is a row's status at the end of one day.
@@ -100,9 +144,9 @@ func (x *Projection) Daily(sector, region string, from, to time.Time) (Row, []Da
 			dd := &x.daily[leaf][i]
 			switch {
 			case dd.day < d0:
-				addVec(&base, &dd.v)
+				x.addDay(&base, leaf, dd)
 			case dd.day <= d1:
-				addVec(&buckets[dd.day-d0], &dd.v)
+				x.addDay(&buckets[dd.day-d0], leaf, dd)
 			}
 		}
 	}

@@ -123,8 +123,9 @@ type Projection struct {
 	now    int64  // the live instant: counts are as of now
 	ids    map[uuid.UUID]int32
 	hz     []hazard
-	live   []vec        // per row, as of now
-	daily  [][]dayDelta // per leaf, sorted by day
+	live   []vec            // per row, as of now
+	daily  [][]dayDelta     // per leaf, sorted by day
+	wide   map[leafDay]*vec // what a day's change holds beyond 16 bits a count (daily.go)
 	queue  wakeQueue
 	dirty  []bool
 	dirtyL []int32
@@ -164,6 +165,7 @@ func (x *Projection) reset() {
 	x.hz = nil
 	x.live = make([]vec, len(x.lay.rows))
 	x.daily = make([][]dayDelta, len(x.lay.leafRow))
+	x.wide = nil
 	x.queue = nil
 	x.dirty = make([]bool, len(x.lay.rows))
 	x.dirtyL = nil

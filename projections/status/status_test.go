@@ -359,3 +359,38 @@ func TestCrossingQueueWakes(t *testing.T) {
 		t.Fatal("nothing else should be scheduled")
 	}
 }
+
+// TestDailyBeyond16Bits: a day's change of a leaf is kept in 16 bits a count, and what goes
+// beyond spills over exactly: 33,000 reports in one county on one day, all withdrawn the next.
+func TestDailyBeyond16Bits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("33,000 reports")
+	}
+	const n = 33000
+	f := newFixture(t, d0)
+	first := -1
+	for k := range n {
+		i := f.report("530181", false, d0.AddDate(0, 0, 30), time.Time{})
+		if k == 0 {
+			first = i
+		}
+	}
+	f.at(d0.AddDate(0, 0, 1))
+	for i := first; i < first+n; i++ {
+		f.do(i, "insp-1", &events.Withdrawn{Reason: "重复上报"}, time.Time{})
+	}
+	f.at(d0.AddDate(0, 0, 2))
+	_, days, err := f.x.Daily("chem", "530181", d0, d0.AddDate(0, 0, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(days) != 3 || days[0].Open != n || days[0].Increment != n || days[1].Open != 0 || days[2].Open != 0 {
+		t.Fatalf("days: %+v", days)
+	}
+	if len(f.x.wide) == 0 {
+		t.Fatal("nothing spilled beyond 16 bits: the test does not reach the case")
+	}
+	if got := f.row("chem.530000.530100.530181").Open; got != 0 {
+		t.Fatalf("live open %d", got)
+	}
+}

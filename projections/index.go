@@ -176,6 +176,20 @@ func (x *Index) shareAll(h *events.Hazard) {
 	}
 }
 
+// reserve sizes the empty index's maps for a replay of n events (one command each, a few a
+// hazard), so that they do not grow and rehash all the way up.
+func (x *Index) reserve(n int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.cmds) != 0 || len(x.hz) != 0 || n < 4096 {
+		return
+	}
+	x.cmds = make(map[uuid.UUID]cmdRec, n)
+	x.hz = make(map[string]uint32, n/3)
+	x.all = make([]*events.Hazard, 0, n/3)
+	x.byRep = make([]*events.Hazard, 0, n/3)
+}
+
 // get is hazard id, or nil. Under x.mu.
 func (x *Index) get(id string) *events.Hazard {
 	if n, ok := x.hz[id]; ok {

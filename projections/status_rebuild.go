@@ -27,6 +27,7 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 		return idx.Applied(), nil
 	}
 	total := int(target - from + 1)
+	idx.reserve(total)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 

@@ -206,34 +206,10 @@ func errorOf(res *http.Response) error {
 	}
 	if json.Unmarshal(b, &body) == nil && body.Error != nil {
 		e := body.Error
-		e.Kind = kindOfStatus(res.StatusCode)
+		e.Kind = httpapi.KindOfStatus(res.StatusCode)
 		return e
 	}
-	return events.Errorf(kindOfStatus(res.StatusCode), "http_"+strconv.Itoa(res.StatusCode), "", "%s", strings.TrimSpace(string(b)))
-}
-
-func kindOfStatus(code int) events.Kind {
-	switch code {
-	case 400:
-		return events.KindInvalid
-	case 401:
-		return events.KindUnauthenticated
-	case 403:
-		return events.KindForbidden
-	case 404:
-		return events.KindNotFound
-	case 409:
-		return events.KindConflict
-	case 413:
-		return events.KindTooLarge
-	case 422:
-		return events.KindRule
-	case 429:
-		return events.KindRateLimited
-	case 503:
-		return events.KindUnavailable
-	}
-	return events.KindInternal
+	return events.Errorf(httpapi.KindOfStatus(res.StatusCode), "http_"+strconv.Itoa(res.StatusCode), "", "%s", strings.TrimSpace(string(b)))
 }
 
 func (c *statusClient) get(ctx context.Context, path string, q url.Values, v any) error {

@@ -11,6 +11,7 @@ import (
 	"qingling/events"
 	"qingling/events/jsstore"
 	"qingling/handlers/app"
+	"qingling/handlers/internal/testserver"
 	"qingling/projections"
 )
 
@@ -18,29 +19,10 @@ import (
 // current keys the test controls.
 func sigService(t *testing.T, require []string, keys map[string]string) (*app.Service, *jsstore.Store) {
 	t.Helper()
-	srv, err := jsstore.RunServer(jsstore.ServerConfig{Dir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := jsstore.ConnectInProcess(srv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	store, err := jsstore.Open(ctx, nc, jsstore.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := events.LoadCatalog()
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := &app.Service{Catalog: cat, Index: projections.NewIndex(cat), Log: store,
+	js := testserver.Start(t)
+	svc := &app.Service{Catalog: js.Catalog, Index: projections.NewIndex(js.Catalog), Log: js.Store,
 		Verifier: &app.KeyVerifier{Require: require, CurrentKey: func(u string) (string, bool) { k, ok := keys[u]; return k, ok }}}
-	return svc, store
+	return svc, js.Store
 }
 
 func sigCommand(t *testing.T, svc *app.Service, action, id string, actor events.Actor, body string, at time.Time, kp nkeys.KeyPair) *events.Command {

@@ -16,6 +16,7 @@ import (
 	"qingling/handlers/app"
 	"qingling/handlers/auditlog"
 	"qingling/handlers/demo"
+	"qingling/handlers/internal/testserver"
 	"qingling/projections"
 	"qingling/projections/audit"
 )
@@ -44,26 +45,10 @@ type rig struct {
 
 func newRig(t testing.TB, hazards int) *rig {
 	t.Helper()
-	srv, err := jsstore.RunServer(jsstore.ServerConfig{Dir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := jsstore.ConnectInProcess(srv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	js := testserver.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	r := &rig{t: t, srv: srv, nc: nc, ctx: ctx}
-	if r.store, err = jsstore.Open(ctx, nc, jsstore.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	r.js = r.store.JetStream()
-	if r.cat, err = events.LoadCatalog(); err != nil {
-		t.Fatal(err)
-	}
+	r := &rig{t: t, srv: js.Server, nc: js.Conn, ctx: ctx, store: js.Store, js: js.Store.JetStream(), cat: js.Catalog}
 	r.key, _ = nkeys.CreateServer()
 	pub, _ := r.key.PublicKey()
 	r.rec = auditlog.NewRecorder(r.store, 0)

@@ -436,34 +436,6 @@ func errorFromBody(status int, body []byte) *events.Error {
 	if json.Unmarshal(body, &b) == nil && b.Error != nil && b.Error.Code != "" {
 		e = b.Error
 	}
-	e.Kind = kindOf(status)
+	e.Kind = httpapi.KindOfStatus(status)
 	return e
-}
-
-// kindOf inverts httpapi's status table.
-func kindOf(status int) events.Kind {
-	switch status {
-	case 400:
-		return events.KindInvalid
-	case 401:
-		return events.KindUnauthenticated
-	case 403:
-		return events.KindForbidden
-	case 404:
-		return events.KindNotFound
-	case 409:
-		return events.KindConflict
-	case 413:
-		return events.KindTooLarge
-	case 422:
-		return events.KindRule
-	case 429:
-		return events.KindRateLimited
-	case 502, 503, 504:
-		return events.KindUnavailable
-	}
-	if status >= 400 && status < 500 {
-		return events.KindInvalid
-	}
-	return events.KindInternal
 }

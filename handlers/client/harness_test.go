@@ -5,8 +5,6 @@ import (
 	"context"
 	"image"
 	"image/png"
-	"io"
-	"log/slog"
 	"net"
 	"net/http/httptest"
 	"testing"
@@ -20,6 +18,7 @@ import (
 	"qingling/handlers/client"
 	"qingling/handlers/evidence"
 	"qingling/handlers/httpapi"
+	"qingling/handlers/internal/testserver"
 	"qingling/handlers/natsapi"
 	"qingling/projections"
 )
@@ -39,34 +38,14 @@ func startServer(t testing.TB) *server { t.Helper(); return startServerWith(t, n
 // startServerWith lets the test configure the command service (a signature Verifier).
 func startServerWith(t testing.TB, configure func(*app.Service)) *server {
 	t.Helper()
-	ns, err := jsstore.RunServer(jsstore.ServerConfig{Dir: t.TempDir(), NoSync: true})
+	js := testserver.Start(t)
+	nc, store, log := js.Conn, js.Store, js.Log
+	ev, err := evidence.Open(context.Background(), store.JetStream(), evidence.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := jsstore.ConnectInProcess(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx := context.Background()
-	store, err := jsstore.Open(ctx, nc, jsstore.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev, err := evidence.Open(ctx, store.JetStream(), evidence.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, _ := events.LoadCatalog()
-	idx := projections.NewIndex(cat)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	run := &projections.Runner{Source: store, Index: idx, Log: log}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = run.Run(rctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	a := &app.Service{Catalog: cat, Index: idx, Log: store, Evidence: ev.Has}
+	idx := js.Index(t)
+	a := &app.Service{Catalog: js.Catalog, Index: idx, Log: store, Evidence: ev.Has}
 	if configure != nil {
 		configure(a)
 	}

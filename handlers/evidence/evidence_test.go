@@ -10,7 +10,6 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -22,7 +21,7 @@ import (
 	"qingling/handlers/app"
 	"qingling/handlers/evidence"
 	"qingling/handlers/httpapi"
-	"qingling/projections"
+	"qingling/handlers/internal/testserver"
 )
 
 func picture(t *testing.T, format string, seed uint8) []byte {
@@ -96,37 +95,16 @@ func start(t *testing.T) *env { t.Helper(); return startWith(t, nil) }
 // identities are on and downloads are scoped.
 func startWith(t *testing.T, auth httpapi.Authenticator) *env {
 	t.Helper()
-	ns, err := jsstore.RunServer(jsstore.ServerConfig{Dir: t.TempDir(), NoSync: true})
+	js := testserver.Start(t)
+	store := js.Store
+	st, err := evidence.Open(context.Background(), store.JetStream(), evidence.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := jsstore.ConnectInProcess(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx := context.Background()
-	store, err := jsstore.Open(ctx, nc, jsstore.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := evidence.Open(ctx, store.JetStream(), evidence.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, _ := events.LoadCatalog()
-	idx := projections.NewIndex(cat)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	refs := evidence.NewRefs(true)
-	run := &projections.Runner{Source: store, Index: idx, Log: log, Projections: []projections.Projection{refs}}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = run.Run(rctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	a := &app.Service{Catalog: cat, Index: idx, Log: store, Evidence: st.Has}
+	a := &app.Service{Catalog: js.Catalog, Index: js.Index(t, refs), Log: store, Evidence: st.Has}
 	st.Scope = &evidence.Scope{Refs: refs, App: a, LastSeq: store.LastSeq}
-	api := &httpapi.Server{App: a, Log: log}
+	api := &httpapi.Server{App: a, Log: js.Log}
 	if auth != nil {
 		api.Auth = auth
 	}

@@ -21,6 +21,7 @@ import (
 	"qingling/handlers/app"
 	"qingling/handlers/demo"
 	"qingling/handlers/export"
+	"qingling/handlers/internal/testserver"
 	"qingling/projections"
 	"qingling/projections/ledger"
 	"qingling/projections/status"
@@ -46,26 +47,10 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	srv, err := jsstore.RunServer(jsstore.ServerConfig{Dir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := jsstore.ConnectInProcess(srv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	js := testserver.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	w := &world{ctx: ctx}
-	if w.cat, err = events.LoadCatalog(); err != nil {
-		t.Fatal(err)
-	}
-	if w.store, err = jsstore.Open(ctx, nc, jsstore.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	w.js = w.store.JetStream()
+	w := &world{ctx: ctx, cat: js.Catalog, store: js.Store, js: js.Store.JetStream()}
 	w.svc = &app.Service{Catalog: w.cat, Index: projections.NewIndex(w.cat), Log: w.store}
 	return w
 }

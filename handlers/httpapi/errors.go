@@ -23,12 +23,19 @@ var status = map[events.Kind]int{ // read-only lookup table
 	events.KindUnavailable:     http.StatusServiceUnavailable,
 }
 
-// KindOfStatus maps an HTTP status back to its error kind.
+// KindOfStatus maps an HTTP status back to its error kind: the inverse of the table, with a
+// gateway's 502 and 504 as unavailable too, any other 4xx as invalid and the rest internal.
 func KindOfStatus(code int) events.Kind {
 	for k, c := range status {
 		if c == code {
 			return k
 		}
+	}
+	switch {
+	case code == http.StatusBadGateway || code == http.StatusGatewayTimeout:
+		return events.KindUnavailable
+	case code >= 400 && code < 500:
+		return events.KindInvalid
 	}
 	return events.KindInternal
 }

@@ -18,8 +18,8 @@ import (
 	"qingling/events/jsstore"
 	"qingling/handlers/app"
 	"qingling/handlers/evidence"
+	"qingling/handlers/internal/testserver"
 	"qingling/handlers/natsapi"
-	"qingling/projections"
 )
 
 type env struct {
@@ -34,40 +34,15 @@ type env struct {
 // runner, the command service and the NATS service.
 func start(t *testing.T) *env {
 	t.Helper()
-	ns, err := jsstore.RunServer(jsstore.ServerConfig{Dir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := jsstore.ConnectInProcess(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx := context.Background()
-	st, err := jsstore.Open(ctx, nc, jsstore.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := events.LoadCatalog()
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx := projections.NewIndex(cat)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	js := testserver.Start(t)
 	refs := evidence.NewRefs(true)
-	run := &projections.Runner{Source: st, Index: idx, Log: log, Projections: []projections.Projection{refs}}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = run.Run(rctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	a := &app.Service{Catalog: cat, Index: idx, Log: st}
-	svc, err := natsapi.Start(nc, natsapi.Config{App: a, Log: log})
+	a := &app.Service{Catalog: js.Catalog, Index: js.Index(t, refs), Log: js.Store}
+	svc, err := natsapi.Start(js.Conn, natsapi.Config{App: a, Log: js.Log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
-	return &env{nc: nc, store: st, app: a, svc: svc, refs: refs}
+	return &env{nc: js.Conn, store: js.Store, app: a, svc: svc, refs: refs}
 }
 
 type reply struct {

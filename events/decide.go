@@ -1,8 +1,6 @@
 package events
 
 import (
-	"bytes"
-	"encoding/json"
 	"regexp"
 	"slices"
 	"time"
@@ -34,13 +32,10 @@ func Decide(cat *Catalog, h *Hazard, cmd *Command, now time.Time, source string)
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer // data is stored without HTML escaping, like the envelope (Event.Marshal)
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(cmd.Payload); err != nil {
+	data, err := encodePayload(cmd.Payload) // stored without HTML escaping, like the envelope (Event.Marshal)
+	if err != nil {
 		return nil, err
 	}
-	data := bytes.TrimRight(buf.Bytes(), "\n")
 	e := &Event{SpecVersion: "1.0", ID: EventID(cmd.HazardID, cmd.CommandID), Source: source, Type: ActionType(cmd.Action),
 		Subject: cmd.HazardID, Time: now, DataContentType: "application/json", OccurredAt: occurred,
 		Actor: cmd.Actor.ID, ActorRole: cmd.Actor.Role, CommandID: cmd.CommandID, Sig: cmd.Sig, Data: data}
@@ -90,11 +85,18 @@ func Check(cat *Catalog, h *Hazard, cmd *Command, now time.Time) (time.Time, err
 	return occurred, nil
 }
 
+// decide applies the lifecycle rules of cmd's action to h and normalises cmd.Payload with the
+// action's step of normalize, which SignCommand applies too. Each case keeps the order its
+// checks have always had, so a command with several problems reports the same one: the
+// rules on the hazard's state first, then the payload's normalisation, then the rules on the
+// normalised fields. An amendment and an extension interleave the two (a rule stands between
+// two fields' normalisation), so their normalisation comes in two parts.
 func decide(cat *Catalog, h *Hazard, cmd *Command, occurred time.Time) error {
-	var err *Error
 	switch p := cmd.Payload.(type) {
 	case *Reported:
-		return decideReport(cat, cmd.HazardID, p, occurred)
+		if err := normReported(cat, cmd.HazardID, p, occurred); err != nil { // a report's rules need no state
+			return err
+		}
 	case *Amended:
 		if err := needOpen(h, ActAmend); err != nil {
 			return err
@@ -102,27 +104,14 @@ func decide(cat *Catalog, h *Hazard, cmd *Command, occurred time.Time) error {
 		if p.Description == nil && p.Site == nil && p.Location == nil {
 			return Errorf(KindInvalid, "nothing_to_amend", "", "amend needs description, site or location")
 		}
-		if p.Description != nil {
-			d, err := required("description", *p.Description, MaxTextLen, true)
-			if err != nil {
-				return err
-			}
-			p.Description = &d
+		if err := normAmendedDescription(p); err != nil {
+			return err
 		}
-		if p.Site != nil {
-			if p.Site.CreditCode != "" || p.Site.ID != "" {
-				if p.Site.Key() != h.SiteKey {
-					return rule("site_key_fixed", "the site's credit code or id cannot be amended; withdraw and re-report")
-				}
-			}
-			if p.Site.Name, err = required("site.name", p.Site.Name, MaxNameLen, false); err != nil {
-				return err
-			}
+		if p.Site != nil && (p.Site.CreditCode != "" || p.Site.ID != "") && p.Site.Key() != h.SiteKey {
+			return rule("site_key_fixed", "the site's credit code or id cannot be amended; withdraw and re-report")
 		}
-		if p.Location != nil {
-			if err := checkLocation(p.Location); err != nil {
-				return err
-			}
+		if err := normAmendedPlace(p); err != nil {
+			return err
 		}
 	case *Graded:
 		if err := needOpen(h, ActGrade); err != nil {
@@ -131,7 +120,7 @@ func decide(cat *Catalog, h *Hazard, cmd *Command, occurred time.Time) error {
 		if err := checkGrade(cat, h.Sector, p.Grade, &p.Criterion, occurred); err != nil {
 			return err
 		}
-		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
+		if err := normGraded(p); err != nil {
 			return err
 		}
 		if p.Grade == h.Grade && p.Criterion == h.Criterion {
@@ -150,92 +139,54 @@ func decide(cat *Catalog, h *Hazard, cmd *Command, occurred time.Time) error {
 		if h.Listed && levelRank(p.Level) <= levelRank(h.ListLevel) {
 			return rule("already_listed", "hazard is already listed at %s level", h.ListLevel)
 		}
-		if p.Authority, err = required("authority", p.Authority, MaxNameLen, false); err != nil {
-			return err
-		}
-		if p.Document, err = required("document", p.Document, MaxNameLen, false); err != nil {
-			return err
-		}
-		if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, true); err != nil {
+		if err := normListed(p, occurred); err != nil {
 			return err
 		}
 	case *Planned:
 		if !slices.Contains([]Status{StatusReported, StatusPlanned, StatusRectifying}, h.Status) {
 			return transition(h, ActPlan)
 		}
-		for _, f := range []struct {
-			name string
-			v    *string
-			max  int
-		}{{"responsible", &p.Responsible, MaxNameLen}, {"measures", &p.Measures, MaxTextLen}, {"funds", &p.Funds, MaxNameLen}, {"contingency", &p.Contingency, MaxTextLen}} {
-			if *f.v, err = text(f.name, *f.v, f.max, f.max == MaxTextLen); err != nil {
-				return err
-			}
-		}
-		if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, false); err != nil {
+		if err := normPlanned(p, occurred); err != nil {
 			return err
 		}
-		if h.Grade == GradeMajor {
-			var missing []string
-			for _, f := range []struct{ name, v string }{{"responsible", p.Responsible}, {"measures", p.Measures}, {"funds", p.Funds}, {"deadline", p.Deadline}, {"contingency", p.Contingency}} {
-				if f.v == "" {
-					missing = append(missing, f.name)
-				}
-			}
-			if len(missing) > 0 {
-				e := rule("plan_incomplete", "a major hazard's plan needs all five of 五落实 (responsible, measures, funds, deadline, contingency); missing: %v", missing)
-				e.Field = missing[0]
-				return e
-			}
-		} else if p.Measures == "" {
-			return Errorf(KindInvalid, "required", "measures", "measures is required")
+		if err := planComplete(h, p); err != nil {
+			return err
 		}
 	case *Progressed:
-		ok := h.Status == StatusPlanned || h.Status == StatusRectifying || (h.Grade == GradeGeneral && h.Status == StatusReported)
-		if !ok {
+		if !rectifiable(h) {
 			return transition(h, ActProgress)
 		}
 		if p.Percent < 0 || p.Percent > 100 {
 			return invalid("percent", "percent must be between 0 and 100")
 		}
-		if p.Note, err = text("note", p.Note, MaxTextLen, true); err != nil {
-			return err
-		}
-		if p.Evidence, err = evidence(p.Evidence); err != nil {
+		if err := normNoteEvidence(&p.Note, &p.Evidence); err != nil {
 			return err
 		}
 	case *Extended:
 		if err := needOpen(h, ActExtend); err != nil {
 			return err
 		}
-		if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, true); err != nil {
+		if err := normExtendedDeadline(p, occurred); err != nil {
 			return err
 		}
 		if d := parseInstant(p.Deadline); !d.After(h.Deadline()) {
 			return rule("deadline_not_later", "the new deadline %s is not after the current one %s", d, FormatInstant(h.Deadline()))
 		}
-		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
+		if err := normExtendedReason(p); err != nil {
 			return err
 		}
 	case *Completed:
-		ok := h.Status == StatusPlanned || h.Status == StatusRectifying || (h.Grade == GradeGeneral && h.Status == StatusReported)
-		if !ok {
+		if !rectifiable(h) {
 			return transition(h, ActComplete)
 		}
-		if p.Note, err = text("note", p.Note, MaxTextLen, true); err != nil {
-			return err
-		}
-		if p.Evidence, err = evidence(p.Evidence); err != nil {
+		if err := normNoteEvidence(&p.Note, &p.Evidence); err != nil {
 			return err
 		}
 	case *VerifyFailed:
 		if h.Status != StatusAwaiting {
 			return transition(h, ActReject)
 		}
-		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
-			return err
-		}
-		if p.Evidence, err = evidence(p.Evidence); err != nil {
+		if err := normVerifyFailed(p); err != nil {
 			return err
 		}
 	case *Cleared:
@@ -248,39 +199,107 @@ func decide(cat *Catalog, h *Hazard, cmd *Command, occurred time.Time) error {
 		if h.Grade == GradeMajor && cmd.Actor.ID != "" && cmd.Actor.ID == h.ReportedBy {
 			return rule("reporter_cannot_clear", "%s reported this major hazard and cannot also clear it", cmd.Actor.ID)
 		}
-		if p.Method, err = required("method", p.Method, MaxNameLen, false); err != nil {
-			return err
-		}
-		if p.Note, err = text("note", p.Note, MaxTextLen, true); err != nil {
-			return err
-		}
-		if p.Evidence, err = evidence(p.Evidence); err != nil {
+		if err := normCleared(p); err != nil {
 			return err
 		}
 	case *Reopened:
 		if h.Status != StatusCleared {
 			return transition(h, ActReopen)
 		}
-		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
-			return err
-		}
-		if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, false); err != nil {
+		if err := normReopened(p, occurred); err != nil {
 			return err
 		}
 	case *Withdrawn:
 		if h.Status == StatusWithdrawn {
 			return transition(h, ActWithdraw)
 		}
-		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
+		if err := normWithdrawn(p); err != nil {
 			return err
 		}
 	default:
-		return Errorf(KindInternal, "unknown_payload", "", "unknown payload %T", p)
+		return unknownPayload(p)
 	}
 	return nil
 }
 
-func decideReport(cat *Catalog, id string, p *Reported, occurred time.Time) error {
+// rectifiable tells whether h takes progress and completion: planned or rectifying, or a
+// general hazard still reported (it may be fixed on the spot).
+func rectifiable(h *Hazard) bool {
+	return h.Status == StatusPlanned || h.Status == StatusRectifying || (h.Grade == GradeGeneral && h.Status == StatusReported)
+}
+
+// planComplete checks a normalised plan against h's grade: a major hazard's plan needs all
+// five of 五落实, any other plan its measures.
+func planComplete(h *Hazard, p *Planned) *Error {
+	if h.Grade != GradeMajor {
+		if p.Measures == "" {
+			return Errorf(KindInvalid, "required", "measures", "measures is required")
+		}
+		return nil
+	}
+	var missing []string
+	for _, f := range []struct{ name, v string }{{"responsible", p.Responsible}, {"measures", p.Measures}, {"funds", p.Funds}, {"deadline", p.Deadline}, {"contingency", p.Contingency}} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	e := rule("plan_incomplete", "a major hazard's plan needs all five of 五落实 (responsible, measures, funds, deadline, contingency); missing: %v", missing)
+	e.Field = missing[0]
+	return e
+}
+
+func unknownPayload(p any) *Error {
+	return Errorf(KindInternal, "unknown_payload", "", "unknown payload %T", p)
+}
+
+// normalize is the per-payload normalisation that needs no hazard state: text trimmed,
+// checked for UTF-8 and control characters and capped, deadlines parsed and written as RFC
+// 3339 instants after occurred, evidence checked, a report's fields validated and its site
+// id given. decide applies the same steps (between its rules), and NormalizePayload applies
+// this, so a client signs the data the server records. id is the hazard's id.
+func normalize(cat *Catalog, id string, payload any, occurred time.Time) *Error {
+	switch p := payload.(type) {
+	case *Reported:
+		return normReported(cat, id, p, occurred)
+	case *Amended:
+		if err := normAmendedDescription(p); err != nil {
+			return err
+		}
+		return normAmendedPlace(p)
+	case *Graded:
+		return normGraded(p)
+	case *Listed:
+		return normListed(p, occurred)
+	case *Planned:
+		return normPlanned(p, occurred)
+	case *Progressed:
+		return normNoteEvidence(&p.Note, &p.Evidence)
+	case *Extended:
+		if err := normExtendedDeadline(p, occurred); err != nil {
+			return err
+		}
+		return normExtendedReason(p)
+	case *Completed:
+		return normNoteEvidence(&p.Note, &p.Evidence)
+	case *VerifyFailed:
+		return normVerifyFailed(p)
+	case *Cleared:
+		return normCleared(p)
+	case *Reopened:
+		return normReopened(p, occurred)
+	case *Withdrawn:
+		return normWithdrawn(p)
+	default:
+		return unknownPayload(p)
+	}
+}
+
+// normReported checks and normalises a report, which has no state to check against: a place
+// without a credit code or site id takes the hazard's id as its site id.
+func normReported(cat *Catalog, id string, p *Reported, occurred time.Time) *Error {
 	var err *Error
 	if _, ok := cat.Sector(p.Sector); !ok {
 		return Errorf(KindInvalid, "unknown_sector", "sector", "unknown sector %q", clip(p.Sector, 40))
@@ -332,6 +351,118 @@ func decideReport(cat *Catalog, id string, p *Reported, occurred time.Time) erro
 		}
 	}
 	return nil
+}
+
+func normAmendedDescription(p *Amended) *Error {
+	if p.Description != nil {
+		d, err := required("description", *p.Description, MaxTextLen, true)
+		if err != nil {
+			return err
+		}
+		p.Description = &d
+	}
+	return nil
+}
+
+func normAmendedPlace(p *Amended) *Error {
+	if p.Site != nil {
+		var err *Error
+		if p.Site.Name, err = required("site.name", p.Site.Name, MaxNameLen, false); err != nil {
+			return err
+		}
+	}
+	if p.Location != nil {
+		return checkLocation(p.Location)
+	}
+	return nil
+}
+
+func normGraded(p *Graded) *Error {
+	var err *Error
+	p.Reason, err = required("reason", p.Reason, MaxTextLen, true)
+	return err
+}
+
+func normListed(p *Listed, occurred time.Time) *Error {
+	var err *Error
+	if p.Authority, err = required("authority", p.Authority, MaxNameLen, false); err != nil {
+		return err
+	}
+	if p.Document, err = required("document", p.Document, MaxNameLen, false); err != nil {
+		return err
+	}
+	p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, true)
+	return err
+}
+
+func normPlanned(p *Planned, occurred time.Time) *Error {
+	var err *Error
+	for _, f := range []struct {
+		name string
+		v    *string
+		max  int
+	}{{"responsible", &p.Responsible, MaxNameLen}, {"measures", &p.Measures, MaxTextLen}, {"funds", &p.Funds, MaxNameLen}, {"contingency", &p.Contingency, MaxTextLen}} {
+		if *f.v, err = text(f.name, *f.v, f.max, f.max == MaxTextLen); err != nil {
+			return err
+		}
+	}
+	p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, false)
+	return err
+}
+
+// normNoteEvidence normalises the optional note and the evidence of a progress report or a
+// completion.
+func normNoteEvidence(note *string, ev *[]Evidence) *Error {
+	var err *Error
+	if *note, err = text("note", *note, MaxTextLen, true); err != nil {
+		return err
+	}
+	*ev, err = evidence(*ev)
+	return err
+}
+
+func normExtendedDeadline(p *Extended, occurred time.Time) *Error {
+	var err *Error
+	p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, true)
+	return err
+}
+
+func normExtendedReason(p *Extended) *Error {
+	var err *Error
+	p.Reason, err = required("reason", p.Reason, MaxTextLen, true)
+	return err
+}
+
+func normVerifyFailed(p *VerifyFailed) *Error {
+	var err *Error
+	if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
+		return err
+	}
+	p.Evidence, err = evidence(p.Evidence)
+	return err
+}
+
+func normCleared(p *Cleared) *Error {
+	var err *Error
+	if p.Method, err = required("method", p.Method, MaxNameLen, false); err != nil {
+		return err
+	}
+	return normNoteEvidence(&p.Note, &p.Evidence)
+}
+
+func normReopened(p *Reopened, occurred time.Time) *Error {
+	var err *Error
+	if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
+		return err
+	}
+	p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, false)
+	return err
+}
+
+func normWithdrawn(p *Withdrawn) *Error {
+	var err *Error
+	p.Reason, err = required("reason", p.Reason, MaxTextLen, true)
+	return err
 }
 
 func checkGrade(cat *Catalog, sector, grade string, criterion *string, at time.Time) *Error {

@@ -183,114 +183,17 @@ func encodePayload(p any) ([]byte, error) {
 
 // NormalizePayload applies to cmd.Payload the normalisations Decide applies (trimmed text,
 // deadlines as RFC 3339 instants in Asia/Shanghai, a site id for a place without a credit
-// code), without the hazard's state: the rules that need the state are left to Decide. The
-// result is a fixed point of Decide's normalisation, which sign_test.go checks for every
-// action. cmd must have its ids resolved; a zero OccurredAt means now.
+// code), without the hazard's state: the rules that need the state are left to Decide. It is
+// the very step Decide runs (normalize), so the result is a fixed point of Decide's
+// normalisation, which sign_test.go checks for every action. cmd must have its ids resolved;
+// a zero OccurredAt means now.
 func NormalizePayload(cat *Catalog, cmd *Command) error {
 	occurred := cmd.OccurredAt
 	if occurred.IsZero() {
 		occurred = time.Now()
 	}
-	var err *Error
-	switch p := cmd.Payload.(type) {
-	case *Reported:
-		return decideReport(cat, cmd.HazardID, p, occurred)
-	case *Amended:
-		if p.Description != nil {
-			d, err := required("description", *p.Description, MaxTextLen, true)
-			if err != nil {
-				return err
-			}
-			p.Description = &d
-		}
-		if p.Site != nil {
-			if p.Site.Name, err = required("site.name", p.Site.Name, MaxNameLen, false); err != nil {
-				return err
-			}
-		}
-		if p.Location != nil {
-			if err := checkLocation(p.Location); err != nil {
-				return err
-			}
-		}
-	case *Graded:
-		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
-			return err
-		}
-	case *Listed:
-		if p.Authority, err = required("authority", p.Authority, MaxNameLen, false); err != nil {
-			return err
-		}
-		if p.Document, err = required("document", p.Document, MaxNameLen, false); err != nil {
-			return err
-		}
-		if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, true); err != nil {
-			return err
-		}
-	case *Planned:
-		for _, f := range []struct {
-			name string
-			v    *string
-			max  int
-		}{{"responsible", &p.Responsible, MaxNameLen}, {"measures", &p.Measures, MaxTextLen}, {"funds", &p.Funds, MaxNameLen}, {"contingency", &p.Contingency, MaxTextLen}} {
-			if *f.v, err = text(f.name, *f.v, f.max, f.max == MaxTextLen); err != nil {
-				return err
-			}
-		}
-		if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, false); err != nil {
-			return err
-		}
-	case *Progressed:
-		if p.Note, err = text("note", p.Note, MaxTextLen, true); err != nil {
-			return err
-		}
-		if p.Evidence, err = evidence(p.Evidence); err != nil {
-			return err
-		}
-	case *Extended:
-		if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, true); err != nil {
-			return err
-		}
-		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
-			return err
-		}
-	case *Completed:
-		if p.Note, err = text("note", p.Note, MaxTextLen, true); err != nil {
-			return err
-		}
-		if p.Evidence, err = evidence(p.Evidence); err != nil {
-			return err
-		}
-	case *VerifyFailed:
-		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
-			return err
-		}
-		if p.Evidence, err = evidence(p.Evidence); err != nil {
-			return err
-		}
-	case *Cleared:
-		if p.Method, err = required("method", p.Method, MaxNameLen, false); err != nil {
-			return err
-		}
-		if p.Note, err = text("note", p.Note, MaxTextLen, true); err != nil {
-			return err
-		}
-		if p.Evidence, err = evidence(p.Evidence); err != nil {
-			return err
-		}
-	case *Reopened:
-		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
-			return err
-		}
-		if p.Deadline, err = deadlineAfter("deadline", p.Deadline, occurred, false); err != nil {
-			return err
-		}
-	case *Withdrawn:
-		if p.Reason, err = required("reason", p.Reason, MaxTextLen, true); err != nil {
-			return err
-		}
-	default:
-		return Errorf(KindInternal, "unknown_payload", "", "unknown payload %T", p)
+	if err := normalize(cat, cmd.HazardID, cmd.Payload, occurred); err != nil {
+		return err
 	}
 	return nil
 }

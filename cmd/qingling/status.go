@@ -634,14 +634,15 @@ func rebuildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	sp := status.New(status.Config{Catalog: cat})
 	bar := newProgress(stderr, "rebuild: replaying the log 重建读模型")
 	start := time.Now()
-	seq, err := projections.Replay(ctx, store, idx, []projections.Projection{sp}, bar.Set)
+	refs := evidence.NewRefs(true) // read from the log's start: complete
+	seq, err := projections.Replay(ctx, store, idx, []projections.Projection{sp, refs}, bar.Set)
 	bar.Done()
 	if err != nil {
 		fmt.Fprintln(stderr, "qingling rebuild:", err)
 		return exitFailure
 	}
 	took := time.Since(start)
-	snaps := &projections.Snapshots{Path: filepath.Join(*dataDir, "readmodel.snap"), Index: idx, Status: sp}
+	snaps := &projections.Snapshots{Path: filepath.Join(*dataDir, "readmodel.snap"), Index: idx, Status: sp, Parts: []projections.SnapshotPart{refs}}
 	h, err := snaps.Save()
 	if err != nil {
 		fmt.Fprintln(stderr, "qingling rebuild: snapshot:", err)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"sort"
@@ -249,7 +250,8 @@ func TestRestartLoadsSnapshotAndRebuild(t *testing.T) {
 	if code := run(context.Background(), []string{"rebuild", "--data", dir}, &out, &errb); code != exitOK || !strings.Contains(out.String(), fmt.Sprintf("rebuilt %d events, 150 hazards", last)) {
 		t.Fatalf("rebuild: %d %s %s", code, out.String(), errb.String())
 	}
-	m, err = Open(context.Background(), Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", NoSync: true, Log: quietLog()})
+	log := &logBuf{}
+	m, err = Open(context.Background(), Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", NoSync: true, Log: slog.New(slog.NewTextHandler(log, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,6 +259,10 @@ func TestRestartLoadsSnapshotAndRebuild(t *testing.T) {
 	waitFor(t, 10*time.Second, "ready", m.Runner.Ready)
 	if after := call(t, "GET", m.URL()+"/v1/status?region=530000", "", nil).Raw; !sameRows(t, before, after) {
 		t.Fatalf("status differs after rebuild")
+	}
+	// the rebuilt snapshot holds the evidence references too: no backfill of the log
+	if !m.Refs.Complete() || log.has("evidence references read") || !log.has("read model loaded from its snapshot") {
+		t.Fatalf("evidence references after a start from the rebuilt snapshot: complete %v\n%s", m.Refs.Complete(), log.b.String())
 	}
 }
 

@@ -16,7 +16,8 @@ type Source interface {
 	LastSeq(ctx context.Context) (uint64, error)
 }
 
-// Projection is a read model fed by the runner, after the index, in stream order.
+// Projection is a read model fed by the runner, after the index, in stream order. It may keep
+// the event's strings and the payload, not e itself: a replay reuses its events' memory.
 type Projection interface {
 	ApplyEvent(seq uint64, e *events.Event, p any)
 }

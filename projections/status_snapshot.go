@@ -3,6 +3,7 @@ package projections
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -18,7 +19,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -392,7 +392,7 @@ func (x *Index) snapshotCommands(w *bytes.Buffer) int {
 
 // restore fills the empty index from a snapshot's sections.
 func (x *Index) restore(hz, cmds []byte, seq uint64) error {
-	hazards := map[string]*events.Hazard{}
+	var byRep []*events.Hazard
 	r := bytes.NewReader(hz)
 	for r.Len() > 0 {
 		n, err := binary.ReadUvarint(r)
@@ -408,19 +408,20 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 		}
 		for i := range chunk {
 			h := &chunk[i]
-			if old := hazards[h.ID]; old == nil || old.Seq < h.Seq {
-				hazards[h.ID] = h // a hazard copied twice (shifted between chunks): keep the later
+			if s, ok := x.cat.Sector(h.Sector); ok {
+				h.Sector = s.Code // share the catalog's string, as Evolve does
 			}
+			byRep = append(byRep, h)
 		}
 	}
-	byRep := make([]*events.Hazard, 0, len(hazards))
-	for _, h := range hazards {
-		if s, ok := x.cat.Sector(h.Sector); ok {
-			h.Sector = s.Code // share the catalog's string, as Evolve does
+	// A hazard copied twice (shifted between chunks) has one report sequence: keep the later copy.
+	slices.SortFunc(byRep, func(a, b *events.Hazard) int {
+		if c := cmp.Compare(a.ReportSeq, b.ReportSeq); c != 0 {
+			return c
 		}
-		byRep = append(byRep, h)
-	}
-	sort.Slice(byRep, func(i, j int) bool { return byRep[i].ReportSeq < byRep[j].ReportSeq })
+		return cmp.Compare(b.Seq, a.Seq)
+	})
+	byRep = slices.CompactFunc(byRep, func(a, b *events.Hazard) bool { return a.ReportSeq == b.ReportSeq })
 	all, num := slices.Clone(byRep), make(map[string]uint32, len(byRep))
 	if len(all) >= math.MaxUint32 {
 		return fmt.Errorf("index: %d hazards", len(all))

@@ -137,8 +137,12 @@ func (s *Service) Execute(ctx context.Context, cmd *events.Command) (Result, err
 		if err := s.Index.ApplyParsed(ack.Seq, ack.Data, &stored, cmd.Payload); err != nil {
 			return Result{}, err
 		}
-		// The answer is the state this event made: the one decided on (the store checked it
-		// was still the last) evolved by the event, whatever the index has applied since.
+		// The answer is the state this event made: the index's, unless it has applied a later
+		// event since; then the state decided on (the store checked it was still the last)
+		// evolved by this event.
+		if cur, ok := s.Index.Get(cmd.HazardID); ok && cur.Seq == ack.Seq {
+			return Result{Hazard: cur, EventID: ev.ID}, nil
+		}
 		var base *events.Hazard
 		if h != nil {
 			c := *h
@@ -148,9 +152,6 @@ func (s *Service) Execute(ctx context.Context, cmd *events.Command) (Result, err
 		st, err := events.Evolve(s.Catalog, base, &stored, cmd.Payload, ack.Data, ack.Seq)
 		if err != nil {
 			return Result{}, err
-		}
-		if cur, ok := s.Index.Get(cmd.HazardID); ok && cur.Seq == ack.Seq {
-			st = &cur // the same state, with the index's shared strings
 		}
 		return Result{Hazard: *st, EventID: ev.ID}, nil
 	}

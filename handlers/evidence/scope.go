@@ -44,11 +44,12 @@ func (s *Store) Authorize(ctx context.Context, u *events.User, sum string) error
 }
 
 func (sc *Scope) authorize(ctx context.Context, st *Store, u *events.User, sum string) error {
+	seen := sc.App.Index.Applied() // what the feed had brought before the first look
 	ok, err := sc.allowed(ctx, st, u, sum)
 	if err != nil || ok {
 		return err
 	}
-	if sc.behind(ctx) {
+	if sc.behind(ctx, seen) {
 		if ok, err = sc.allowed(ctx, st, u, sum); err != nil || ok {
 			return err
 		}
@@ -85,14 +86,15 @@ func (sc *Scope) allowed(ctx context.Context, st *Store, u *events.User, sum str
 	return info.uploaded(u.ID), nil
 }
 
-// behind waits, briefly, for the feed to reach the log's last sequence, and reports whether
-// it had to (so that a second look may see more references).
-func (sc *Scope) behind(ctx context.Context) bool {
+// behind reports whether the log holds events the feed had not brought when it stood at
+// seen (so that a second look may see more references), after waiting, briefly, for the
+// feed to bring them.
+func (sc *Scope) behind(ctx context.Context, seen uint64) bool {
 	if sc.LastSeq == nil {
 		return false
 	}
 	last, err := sc.LastSeq(ctx)
-	if err != nil || sc.App.Index.Applied() >= last {
+	if err != nil || last <= seen {
 		return false
 	}
 	wctx, cancel := context.WithTimeout(ctx, feedWait)

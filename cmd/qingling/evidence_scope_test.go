@@ -196,7 +196,12 @@ func TestEvidenceScopeAfterRestart(t *testing.T) {
 	if r := call(t, "POST", m.URL()+"/v1/hazards", "", evidenceReport(sum), "Authorization", tok["insp-in"]); r.Code != 201 {
 		t.Fatalf("report: %d %s", r.Code, r.Raw)
 	}
-	m.Close() // saves the snapshot
+	last, err := m.Store.LastSeq(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the feed to apply the report", func() bool { return m.Status.Seq() >= last })
+	m.Close() // saves the snapshot (of what the status has applied)
 
 	log := &logBuf{}
 	m = open(log)

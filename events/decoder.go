@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -26,6 +27,7 @@ import (
 // e.Data is a slice of the stored bytes, not a copy. A Decoder is used by one goroutine at a
 // time.
 type Decoder struct {
+	view bool // strings of the hand-read layout view raw (NewViewDecoder)
 	opts jsonv2.Options
 	raw  []byte
 	e    *Event
@@ -79,10 +81,21 @@ func trimLead(b []byte) []byte {
 	return b
 }
 
+// NewViewDecoder returns a decoder whose events and payloads, when laid out as Marshal writes
+// them (as every stored event is), have strings that view raw instead of copies of it: a replay
+// then allocates a third as often. raw must never change afterwards, and whoever keeps such a
+// string beyond the event must keep a strings.Clone of it, or the string keeps all of raw
+// alive.
+func NewViewDecoder() *Decoder {
+	d := NewDecoder()
+	d.view = true
+	return d
+}
+
 // Decode reads raw into e (which it resets) and returns its payload.
 func (d *Decoder) Decode(raw []byte, e *Event) (any, error) {
 	*e = Event{}
-	if p := decodeMarshalled(raw, e); p != nil {
+	if p := decodeMarshalled(raw, e, d.view); p != nil {
 		return p, nil
 	}
 	*e = Event{}
@@ -108,9 +121,9 @@ func (d *Decoder) Decode(raw []byte, e *Event) (any, error) {
 }
 
 // decodeMarshalled reads raw when it is laid out as Event.Marshal writes it and returns the
-// payload; anything else answers nil (e then holds a partial read).
-func decodeMarshalled(raw []byte, e *Event) any {
-	r := envReader{b: raw}
+// payload; anything else answers nil (e then holds a partial read). view: strings view raw.
+func decodeMarshalled(raw []byte, e *Event, view bool) any {
+	r := envReader{b: raw, view: view}
 	if !r.lit(`{"specversion":`) || !r.constant(&e.SpecVersion) || e.SpecVersion != "1.0" ||
 		!r.lit(`,"id":`) || !r.str(&e.ID) ||
 		!r.lit(`,"source":`) || !r.constant(&e.Source) ||
@@ -135,7 +148,7 @@ func decodeMarshalled(raw []byte, e *Event) any {
 		return nil
 	}
 	data := raw[r.i-1 : len(raw)-1]
-	pr := envReader{b: data}
+	pr := envReader{b: data, view: view}
 	p := pr.payload(e.Type)
 	if p == nil || pr.i != len(data) {
 		// not as Marshal writes it (escapes, white space, a name twice, null, ...): strict
@@ -358,7 +371,7 @@ func (r *envReader) text(s *string) bool {
 			if !ascii && !utf8.Valid(v) {
 				return false
 			}
-			*s = string(v)
+			*s = r.string(v)
 			r.i = j + 1
 			return true
 		case c < 0x20 || c == '\\':
@@ -409,7 +422,7 @@ func (r *envReader) number() (num string, integer bool, ok bool) {
 			i++
 		}
 	}
-	num, r.i = string(b[r.i:i]), i
+	num, r.i = view(b[r.i:i]), i // parsed at once, never kept (strconv's errors copy it)
 	return num, integer, true
 }
 
@@ -435,8 +448,25 @@ func (r *envReader) int(n *int) bool {
 
 // envReader reads an envelope as Marshal writes it.
 type envReader struct {
-	b []byte
-	i int
+	b    []byte
+	i    int
+	view bool // strings view b instead of copying it
+}
+
+// string is b as a string: a view of it, or a copy.
+func (r *envReader) string(b []byte) string {
+	if r.view {
+		return view(b)
+	}
+	return string(b)
+}
+
+// view is a string that shares b's bytes, which must never change while it is in use.
+func view(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // lit consumes s if the input continues with it.
@@ -471,7 +501,7 @@ func (r *envReader) quoted() ([]byte, bool) {
 func (r *envReader) str(s *string) bool {
 	b, ok := r.quoted()
 	if ok {
-		*s = string(b)
+		*s = r.string(b)
 	}
 	return ok
 }
@@ -480,7 +510,7 @@ func (r *envReader) str(s *string) bool {
 func (r *envReader) constant(s *string) bool {
 	b, ok := r.quoted()
 	if ok {
-		*s = shared(b)
+		*s = r.shared(b)
 	}
 	return ok
 }
@@ -500,11 +530,11 @@ var sharedStrings = []string{"1.0", "application/json", DefaultSource,
 	TypeCompleted, TypeVerifyFailed, TypeCleared, TypeReopened, TypeWithdrawn,
 	RoleInspector, RoleRectifier, RoleVerifier, RoleDesk, RoleAuditor, RoleAdmin} // read-only
 
-func shared(b []byte) string {
+func (r *envReader) shared(b []byte) string {
 	for _, s := range sharedStrings {
 		if string(b) == s {
 			return s
 		}
 	}
-	return string(b)
+	return r.string(b)
 }

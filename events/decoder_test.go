@@ -27,10 +27,18 @@ func storedSample(tb testing.TB) [][]byte {
 	return raws
 }
 
-// decodeBoth decodes raw with a Decoder and with ParseEvent + Payload and says how they differ.
+// decodeBoth decodes raw with a Decoder, and a view decoder, and with ParseEvent + Payload and
+// says how they differ.
 func decodeBoth(raw []byte) string {
+	if d := decodeWith(events.NewDecoder(), raw); d != "" {
+		return d
+	}
+	return decodeWith(events.NewViewDecoder(), raw)
+}
+
+func decodeWith(d *events.Decoder, raw []byte) string {
 	e1 := &events.Event{}
-	p1, err1 := events.NewDecoder().Decode(raw, e1)
+	p1, err1 := d.Decode(raw, e1)
 	e2, err2 := events.ParseEvent(raw)
 	var p2 any
 	if err2 == nil {
@@ -116,6 +124,50 @@ func TestDecoderAsParseEvent(t *testing.T) {
 	}
 }
 
+// TestViewDecoderViews: a view decoder's strings share the stored bytes (a change to them
+// shows), a Decoder's are copies (it does not).
+func TestViewDecoderViews(t *testing.T) {
+	raw := storedSample(t)[0]
+	for _, c := range []struct {
+		d    *events.Decoder
+		view bool
+	}{{events.NewDecoder(), false}, {events.NewViewDecoder(), true}} {
+		b := append([]byte(nil), raw...)
+		var e events.Event
+		p, err := c.d.Decode(b, &e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := p.(*events.Reported)
+		subject, site := strings.Clone(e.Subject), strings.Clone(r.Site.Name)
+		for i := range b {
+			b[i] = 'x'
+		}
+		changed := e.Subject != subject || r.Site.Name != site
+		if changed != c.view {
+			t.Fatalf("view %v: strings changed with the bytes: %v (subject %q, site %q)", c.view, changed, e.Subject, r.Site.Name)
+		}
+	}
+}
+
+// TestViewDecoderAllocs is the replay's regression guard: a view decoder allocates only the
+// payload and what hangs off it (a location, an amendment's pointers, the evidence array) —
+// never its strings — for every stored type.
+func TestViewDecoderAllocs(t *testing.T) {
+	d := events.NewViewDecoder()
+	var e events.Event
+	for _, raw := range storedSample(t) {
+		allocs := testing.AllocsPerRun(20, func() {
+			if _, err := d.Decode(raw, &e); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs > 4 {
+			t.Fatalf("%.0f allocations decoding %s", allocs, raw)
+		}
+	}
+}
+
 // FuzzDecoder: whatever the bytes, the Decoder agrees with ParseEvent and Payload.
 func FuzzDecoder(f *testing.F) {
 	for _, raw := range storedSample(f)[:40] {
@@ -134,6 +186,16 @@ func BenchmarkDecoder(b *testing.B) {
 	w := build(b, events.StatusPlanned, events.GradeMajor)
 	b.Run("Decoder", func(b *testing.B) {
 		d := events.NewDecoder()
+		var e events.Event
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if _, err := d.Decode(w.raws[i%2], &e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ViewDecoder", func(b *testing.B) {
+		d := events.NewViewDecoder()
 		var e events.Event
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,8 +147,18 @@ func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd bool
 func (x *Index) share(h *events.Hazard, p any) {
 	switch p.(type) {
 	case *events.Reported:
+		// a replay's strings view the stored bytes (events.NewViewDecoder): each one kept is a
+		// shared copy, the catalog's, or a clone
+		h.ID, h.Supersedes = strings.Clone(h.ID), strings.Clone(h.Supersedes)
 		if g, ok := x.cat.Region(h.Region); ok {
 			h.Region = g.Code
+		} else {
+			h.Region = x.str(h.Region)
+		}
+		if s, ok := x.cat.Sector(h.Sector); ok {
+			h.Sector = s.Code
+		} else {
+			h.Sector = x.str(h.Sector)
 		}
 		h.SiteKey, h.SiteName, h.ReportedBy = x.str(h.SiteKey), x.str(h.SiteName), x.str(h.ReportedBy)
 		h.Grade, h.Criterion, h.Source, h.Home = x.word(h.Grade), x.criterion(h.Criterion), x.word(h.Source), x.word(h.Home)
@@ -241,6 +252,7 @@ func (x *Index) str(s string) string {
 	if x.strs == nil {
 		x.strs = map[string]string{}
 	}
+	s = strings.Clone(s) // s may view an event's bytes
 	x.strs[s] = s
 	return s
 }

@@ -16,8 +16,10 @@ type Source interface {
 	LastSeq(ctx context.Context) (uint64, error)
 }
 
-// Projection is a read model fed by the runner, after the index, in stream order. It may keep
-// the event's strings and the payload, not e itself: a replay reuses its events' memory.
+// Projection is a read model fed by the runner, after the index, in stream order. It may not
+// keep e itself (a replay reuses its events' memory), and the strings of the events a replay
+// brings view the stored bytes (events.NewViewDecoder): a string or payload kept is a
+// strings.Clone of it, or it keeps the whole stored event alive.
 type Projection interface {
 	ApplyEvent(seq uint64, e *events.Event, p any)
 }

@@ -208,11 +208,13 @@ func (l *memLog) Follow(ctx context.Context, from uint64, fn func(jsstore.Msg, u
 }
 
 // BenchmarkReplayPipeline replays the demo's lifecycle mix from memory into a fresh index and
-// status: the CPU Qingling adds to a read of the log, per event.
+// status: the CPU Qingling adds to a read of the log, per event. QINGLING_BENCH_HAZARDS sets how
+// many hazards (30,000 by default; a larger log shows the collector's share as a replay of a
+// big log has it).
 func BenchmarkReplayPipeline(b *testing.B) {
 	cat, _ := events.LoadCatalog()
 	log := &memLog{}
-	for i, s := range sample(b, cat, 30000) {
+	for i, s := range sample(b, cat, benchHazards(30000)) {
 		log.msgs = append(log.msgs, jsstore.Msg{Seq: uint64(i + 1), Subject: s.subject, Data: s.raw, MsgID: s.msgID})
 	}
 	b.ReportAllocs()

@@ -69,7 +69,7 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 			out := make(chan []item, 1)
 			b := buf
 			go func() {
-				d := events.NewDecoder()
+				d := events.NewViewDecoder() // the index and projections clone what they keep
 				for i := range b {
 					it := &b[i]
 					if it.p, it.err = d.Decode(it.m.Data, &it.e); it.err == nil {

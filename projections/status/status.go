@@ -20,6 +20,7 @@ import (
 	"context"
 	"math/bits"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -191,6 +192,7 @@ func (x *Projection) ApplyEvents(n int, event func(i int) (seq uint64, e *events
 			x.applyLocked(now, seq, e, p)
 		}
 	}
+	x.lastID = strings.Clone(x.lastID) // a replay's strings view the stored bytes
 }
 
 func (x *Projection) applyLocked(now int64, seq uint64, e *events.Event, p any) {

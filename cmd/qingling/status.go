@@ -639,13 +639,13 @@ func rebuildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	refs := evidence.NewRefs(true) // read from the log's start: complete
 	restore := catchUpGC()
 	seq, err := projections.Replay(ctx, store, idx, []projections.Projection{sp, refs}, bar.Set)
+	took := time.Since(start)
 	restore()
 	bar.Done()
 	if err != nil {
 		fmt.Fprintln(stderr, "qingling rebuild:", err)
 		return exitFailure
 	}
-	took := time.Since(start)
 	snaps := &projections.Snapshots{Path: filepath.Join(*dataDir, "readmodel.snap"), Index: idx, Status: sp, Parts: []projections.SnapshotPart{refs}}
 	h, err := snaps.Save()
 	if err != nil {

@@ -8,8 +8,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"math"
+	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,7 +53,7 @@ func typeCode(t string) uint8 {
 }
 
 func (x *Index) record(r cmdRec) CommandRecord {
-	rec := CommandRecord{HazardID: x.all[r.hz].ID, Version: int(r.vt >> 8), Seq: r.seq}
+	rec := CommandRecord{HazardID: x.words[x.all[r.hz].s[sID]], Version: int(r.vt >> 8), Seq: r.seq}
 	if t := int(r.vt & 0xff); t < len(typeCodes) {
 		rec.Type = typeCodes[t]
 	}
@@ -67,18 +67,20 @@ type Index struct {
 
 	mu      sync.RWMutex
 	hz      map[string]uint32 // a hazard's number in all
-	byRep   []*events.Hazard  // by report sequence, for stable cursors
-	all     []*events.Hazard  // in the order the index met them
+	byRep   []uint32          // hazard numbers by report sequence, for stable cursors
+	all     []slot            // in the order the index met them (slot.go)
+	amends  map[uint32][]uint64
+	words   []string          // the hazards' strings, each once; words[0] is ""
+	wordNum map[string]uint32 // a repeated string's number in words (ids are not repeated)
 	cmds    map[uuid.UUID]cmdRec
-	applied uint64            // last stream sequence applied in order by the feed
-	notify  chan struct{}     // closed (and replaced) when applied moves on and someone waits
-	waiting atomic.Int32      // waiters on notify: registered under the read lock
-	strs    map[string]string // one copy of each repeated string of hazards (sites, actors, codes)
+	applied uint64        // last stream sequence applied in order by the feed
+	notify  chan struct{} // closed (and replaced) when applied moves on and someone waits
+	waiting atomic.Int32  // waiters on notify: registered under the read lock
 }
 
 // NewIndex returns an empty index.
 func NewIndex(cat *events.Catalog) *Index {
-	return &Index{cat: cat, hz: map[string]uint32{}, cmds: map[uuid.UUID]cmdRec{}, notify: make(chan struct{}), strs: map[string]string{}}
+	return &Index{cat: cat, hz: map[string]uint32{}, cmds: map[uuid.UUID]cmdRec{}, notify: make(chan struct{}), words: []string{""}, wordNum: map[string]uint32{}}
 }
 
 // Apply folds one stored event into the index. An event the hazard already has (its seq is
@@ -109,82 +111,40 @@ func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) erro
 func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd bool, e *events.Event, p any) error {
 	n, known := x.hz[e.Subject]
 	var h *events.Hazard
+	var cur events.Hazard
 	if known {
-		if h = x.all[n]; h.Seq >= seq {
+		if x.all[n].seq >= seq {
 			return nil
 		}
+		cur = x.hazard(n)
+		h = &cur
 	}
 	nh, err := events.EvolveSum(x.cat, h, e, p, sum, seq)
 	if err != nil {
 		return err
 	}
-	x.share(nh, p)
-	if h == nil {
+	if !known {
 		if len(x.all) == math.MaxUint32 {
 			return events.Errorf(events.KindUnavailable, "index_full", "", "the index holds %d hazards, its most", len(x.all))
 		}
 		n = uint32(len(x.all))
-		x.all = append(x.all, nh)
-		x.hz[nh.ID] = n
-		if k := len(x.byRep); k == 0 || x.byRep[k-1].ReportSeq < seq {
-			x.byRep = append(x.byRep, nh) // in stream order: the usual case
+		x.put(n, nh)
+		x.hz[x.words[x.all[n].s[sID]]] = n // the table's copy of the id
+		if k := len(x.byRep); k == 0 || x.all[x.byRep[k-1]].reportSeq < seq {
+			x.byRep = append(x.byRep, n) // in stream order: the usual case
 		} else {
-			i := sort.Search(k, func(i int) bool { return x.byRep[i].ReportSeq > seq })
-			x.byRep = append(x.byRep, nil)
+			i := sort.Search(k, func(i int) bool { return x.all[x.byRep[i]].reportSeq > seq })
+			x.byRep = append(x.byRep, 0)
 			copy(x.byRep[i+1:], x.byRep[i:])
-			x.byRep[i] = nh
+			x.byRep[i] = n
 		}
+	} else {
+		x.put(n, nh)
 	}
 	if hasCmd {
 		x.cmds[cmd] = newCmdRec(seq, n, nh.Version, typeCode(e.Type))
 	}
 	return nil
-}
-
-// share points h's strings that many hazards repeat (codes, sites, actors, homes) at one copy
-// each, instead of one copy per hazard decoded from its own event: a sixth of the index's
-// memory. Only the fields the event p can have set are looked at. Under x.mu.
-func (x *Index) share(h *events.Hazard, p any) {
-	switch p.(type) {
-	case *events.Reported:
-		// a replay's strings view the stored bytes (events.NewViewDecoder): each one kept is a
-		// shared copy, the catalog's, or a clone
-		h.ID, h.Supersedes = strings.Clone(h.ID), strings.Clone(h.Supersedes)
-		if g, ok := x.cat.Region(h.Region); ok {
-			h.Region = g.Code
-		} else {
-			h.Region = x.str(h.Region)
-		}
-		if s, ok := x.cat.Sector(h.Sector); ok {
-			h.Sector = s.Code
-		} else {
-			h.Sector = x.str(h.Sector)
-		}
-		h.SiteKey, h.SiteName, h.ReportedBy = x.str(h.SiteKey), x.str(h.SiteName), x.str(h.ReportedBy)
-		h.Grade, h.Criterion, h.Source, h.Home = x.word(h.Grade), x.criterion(h.Criterion), x.word(h.Source), x.word(h.Home)
-	case *events.Amended:
-		h.SiteName = x.str(h.SiteName)
-	case *events.Graded:
-		h.Grade, h.Criterion = x.word(h.Grade), x.criterion(h.Criterion)
-	case *events.Listed:
-		h.ListLevel = x.word(h.ListLevel)
-	case *events.Completed:
-		h.CompletedBy = x.str(h.CompletedBy)
-	case *events.Cleared:
-		h.ClearedBy = x.str(h.ClearedBy)
-	}
-}
-
-// shareAll is share for every repeated string of h. Under x.mu.
-func (x *Index) shareAll(h *events.Hazard) {
-	if g, ok := x.cat.Region(h.Region); ok {
-		h.Region, h.Province, h.Prefecture = g.Code, x.str(h.Province), x.str(h.Prefecture)
-	}
-	h.Status = events.Status(x.str(string(h.Status)))
-	for _, f := range []*string{&h.SiteKey, &h.SiteName, &h.Grade, &h.Criterion, &h.Source, &h.Home, &h.ReportedBy,
-		&h.ListLevel, &h.CompletedBy, &h.ClearedBy} {
-		*f = x.str(*f)
-	}
 }
 
 // reserve sizes the empty index's maps for a replay of n events (one command each, a few a
@@ -197,64 +157,9 @@ func (x *Index) reserve(n int) {
 	}
 	x.cmds = make(map[uuid.UUID]cmdRec, n)
 	x.hz = make(map[string]uint32, n/3)
-	x.all = make([]*events.Hazard, 0, n/3)
-	x.byRep = make([]*events.Hazard, 0, n/3)
-}
-
-// get is hazard id, or nil. Under x.mu.
-func (x *Index) get(id string) *events.Hazard {
-	if n, ok := x.hz[id]; ok {
-		return x.all[n]
-	}
-	return nil
-}
-
-// word is str for a value of few (grades, sources, homes, list levels): the constant's copy
-// without a lookup when it is one.
-func (x *Index) word(s string) string {
-	switch s {
-	case events.GradeGeneral:
-		return events.GradeGeneral
-	case events.GradeMajor:
-		return events.GradeMajor
-	case events.DefaultSource:
-		return events.DefaultSource
-	}
-	for _, c := range events.Sources {
-		if s == c {
-			return c
-		}
-	}
-	for _, c := range events.ListLevels {
-		if s == c {
-			return c
-		}
-	}
-	return x.str(s)
-}
-
-// criterion is str for a criterion code: the catalog's copy.
-func (x *Index) criterion(s string) string {
-	if k, ok := x.cat.Criterion(s); ok {
-		return k.Code
-	}
-	return x.str(s)
-}
-
-// str is s's shared copy. Under x.mu.
-func (x *Index) str(s string) string {
-	if s == "" {
-		return ""
-	}
-	if c, ok := x.strs[s]; ok {
-		return c
-	}
-	if x.strs == nil {
-		x.strs = map[string]string{}
-	}
-	s = strings.Clone(s) // s may view an event's bytes
-	x.strs[s] = s
-	return s
+	x.all = make([]slot, 0, n/3)
+	x.byRep = make([]uint32, 0, n/3)
+	x.words = slices.Grow(x.words, n/3)
 }
 
 // MarkApplied records that the feed has applied every event up to seq, and wakes waiters.
@@ -303,8 +208,9 @@ func (x *Index) WaitApplied(ctx context.Context, seq uint64) error {
 func (x *Index) WaitHazard(ctx context.Context, id string, seq uint64) error {
 	for {
 		x.mu.RLock()
-		h, ch := x.get(id), x.notify
-		done := h != nil && h.Seq >= seq
+		n, ok := x.hz[id]
+		ch := x.notify
+		done := ok && x.all[n].seq >= seq
 		if !done {
 			x.waiting.Add(1)
 		}
@@ -327,14 +233,11 @@ func (x *Index) WaitHazard(ctx context.Context, id string, seq uint64) error {
 func (x *Index) Get(id string) (events.Hazard, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	h := x.get(id)
-	ok := h != nil
+	n, ok := x.hz[id]
 	if !ok {
 		return events.Hazard{}, false
 	}
-	c := *h
-	c.AmendSeqs = append([]uint64(nil), h.AmendSeqs...)
-	return c, true
+	return x.hazard(n), true
 }
 
 // Command looks up a recorded command id.
@@ -363,8 +266,8 @@ func (x *Index) Len() int {
 func (x *Index) Each(fn func(h *events.Hazard) bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	for _, h := range x.byRep {
-		if !fn(h) {
+	for _, n := range x.byRep {
+		if h := x.hazard(n); !fn(&h) {
 			return
 		}
 	}
@@ -405,11 +308,11 @@ func (x *Index) List(f Filter) (Page, error) {
 	}
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	i := sort.Search(len(x.byRep), func(i int) bool { return x.byRep[i].ReportSeq > after })
+	i := sort.Search(len(x.byRep), func(i int) bool { return x.all[x.byRep[i]].reportSeq > after })
 	var p Page
 	for ; i < len(x.byRep); i++ {
-		h := x.byRep[i]
-		if !x.match(&f, h) {
+		h := x.hazard(x.byRep[i])
+		if !x.match(&f, &h) {
 			continue
 		}
 		if len(p.Items) == f.Limit {
@@ -418,9 +321,8 @@ func (x *Index) List(f Filter) (Page, error) {
 			p.Next = base64.RawURLEncoding.EncodeToString(b[:])
 			break
 		}
-		c := *h
-		c.AmendSeqs = nil
-		p.Items = append(p.Items, c)
+		h.AmendSeqs = nil
+		p.Items = append(p.Items, h)
 	}
 	return p, nil
 }

@@ -357,7 +357,7 @@ func (x *Index) snapshotHazards(w *bufio.Writer) (int, error) {
 		chunk = chunk[:0]
 		x.mu.RLock()
 		for ; i < len(x.byRep) && len(chunk) < snapChunk; i++ {
-			chunk = append(chunk, *x.byRep[i])
+			chunk = append(chunk, x.hazard(x.byRep[i]))
 		}
 		x.mu.RUnlock()
 		if len(chunk) == 0 {
@@ -380,7 +380,7 @@ func (x *Index) snapshotCommands(w *bytes.Buffer) int {
 	w.Grow(len(x.cmds) * 40)
 	var b [binary.MaxVarintLen64]byte
 	for id, r := range x.cmds {
-		hid, _ := uuid.Parse(x.all[r.hz].ID)
+		hid, _ := uuid.Parse(x.words[x.all[r.hz].s[sID]])
 		w.Write(id[:])
 		w.Write(hid[:])
 		w.WriteByte(byte(r.vt & 0xff))
@@ -407,11 +407,7 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 			return fmt.Errorf("index chunk: %w", err)
 		}
 		for i := range chunk {
-			h := &chunk[i]
-			if s, ok := x.cat.Sector(h.Sector); ok {
-				h.Sector = s.Code // share the catalog's string, as Evolve does
-			}
-			byRep = append(byRep, h)
+			byRep = append(byRep, &chunk[i])
 		}
 	}
 	// A hazard copied twice (shifted between chunks) has one report sequence: keep the later copy.
@@ -422,11 +418,11 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 		return cmp.Compare(b.Seq, a.Seq)
 	})
 	byRep = slices.CompactFunc(byRep, func(a, b *events.Hazard) bool { return a.ReportSeq == b.ReportSeq })
-	all, num := slices.Clone(byRep), make(map[string]uint32, len(byRep))
-	if len(all) >= math.MaxUint32 {
-		return fmt.Errorf("index: %d hazards", len(all))
+	if len(byRep) >= math.MaxUint32 {
+		return fmt.Errorf("index: %d hazards", len(byRep))
 	}
-	for i, h := range all {
+	num := make(map[string]uint32, len(byRep))
+	for i, h := range byRep {
 		num[h.ID] = uint32(i)
 	}
 	cm := make(map[uuid.UUID]cmdRec, len(cmds)/40)
@@ -457,9 +453,13 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 		x.mu.Unlock()
 		return fmt.Errorf("index is not empty")
 	}
-	x.hz, x.all, x.byRep, x.cmds = num, all, byRep, cm
-	for _, h := range byRep {
-		x.shareAll(h) // gob decodes a copy of each string per hazard: share them as the feed does
+	// gob decodes a copy of each string per hazard: the table keeps one of each
+	x.all, x.byRep, x.cmds = make([]slot, 0, len(byRep)), make([]uint32, len(byRep)), cm
+	x.hz = make(map[string]uint32, len(byRep))
+	for i, h := range byRep {
+		x.put(uint32(i), h)
+		x.byRep[i] = uint32(i)
+		x.hz[x.words[x.all[i].s[sID]]] = uint32(i)
 	}
 	x.mu.Unlock()
 	x.MarkApplied(seq)

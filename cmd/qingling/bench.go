@@ -812,15 +812,13 @@ func (b *bench) rebuild(ctx context.Context, m *Main, logLen uint64) error {
 		runtime.KeepAlive(size)
 		return time.Since(start), nil
 	}
-	// the rebuild as `qingling rebuild` runs it: Replay under the catch-up's collector pace
+	// the rebuild as `qingling rebuild` runs it
 	replay := func() (time.Duration, *projections.Index, *status.Projection, error) {
 		idx := projections.NewIndex(b.cat)
 		st := status.New(status.Config{Catalog: b.cat})
 		start := time.Now()
-		restore := catchUpGC()
 		seq, err := projections.Replay(ctx, m.Store, idx, []projections.Projection{st}, nil)
 		took := time.Since(start)
-		restore() // outside the time: a server does it beside its work
 		if err == nil && seq < logLen {
 			err = fmt.Errorf("rebuild: replayed to %d of %d", seq, logLen)
 		}

@@ -113,9 +113,7 @@ func (m *Main) runStatus(ctx context.Context) {
 // a snapshot when that was long.
 func (m *Main) catchUp(ctx context.Context) {
 	start, from := time.Now(), m.Index.Applied()
-	restore := catchUpGC()
 	seq, err := projections.Replay(ctx, m.Store, m.Index, m.Runner.Projections, nil)
-	go restore()
 	if err != nil {
 		if ctx.Err() == nil {
 			m.Config.Log.Warn("read model: catch-up interrupted; the runner carries on", "err", err)
@@ -637,10 +635,8 @@ func rebuildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	bar := newProgress(stderr, "rebuild: replaying the log 重建读模型")
 	start := time.Now()
 	refs := evidence.NewRefs(true) // read from the log's start: complete
-	restore := catchUpGC()
 	seq, err := projections.Replay(ctx, store, idx, []projections.Projection{sp, refs}, bar.Set)
 	took := time.Since(start)
-	restore()
 	bar.Done()
 	if err != nil {
 		fmt.Fprintln(stderr, "qingling rebuild:", err)

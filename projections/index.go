@@ -165,6 +165,11 @@ func (x *Index) reserve(n int) {
 // MarkApplied records that the feed has applied every event up to seq, and wakes waiters.
 func (x *Index) MarkApplied(seq uint64) {
 	x.mu.Lock()
+	x.markAppliedLocked(seq)
+	x.mu.Unlock()
+}
+
+func (x *Index) markAppliedLocked(seq uint64) {
 	if seq > x.applied {
 		x.applied = seq
 		if x.waiting.Load() > 0 { // no channel to close and replace per event while nobody waits
@@ -172,7 +177,6 @@ func (x *Index) MarkApplied(seq uint64) {
 			x.notify = make(chan struct{})
 		}
 	}
-	x.mu.Unlock()
 }
 
 // Applied is the last sequence the feed applied in order.

@@ -390,78 +390,82 @@ func (x *Index) snapshotCommands(w *bytes.Buffer) int {
 	return len(x.cmds)
 }
 
-// restore fills the empty index from a snapshot's sections.
+// restore fills the empty index from a snapshot's sections. Each chunk of hazards becomes
+// slots as it is decoded (gob's copies of the strings are garbage at once: the table keeps one
+// of each), under the lock, which nothing else waits for at a start.
 func (x *Index) restore(hz, cmds []byte, seq uint64) error {
-	var byRep []*events.Hazard
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.hz) != 0 || x.applied != 0 {
+		return fmt.Errorf("index is not empty")
+	}
 	r := bytes.NewReader(hz)
 	for r.Len() > 0 {
 		n, err := binary.ReadUvarint(r)
 		if err != nil || n > uint64(r.Len()) {
-			return fmt.Errorf("index chunk: truncated")
+			return x.unrestore(fmt.Errorf("index chunk: truncated"))
 		}
 		if n == 0 {
 			break // the end of the chunks
 		}
 		var chunk []events.Hazard
 		if err := gob.NewDecoder(io.LimitReader(r, int64(n))).Decode(&chunk); err != nil {
-			return fmt.Errorf("index chunk: %w", err)
+			return x.unrestore(fmt.Errorf("index chunk: %w", err))
 		}
 		for i := range chunk {
-			byRep = append(byRep, &chunk[i])
+			if len(x.all) >= math.MaxUint32-1 {
+				return x.unrestore(fmt.Errorf("index: %d hazards", len(x.all)))
+			}
+			x.put(uint32(len(x.all)), &chunk[i])
 		}
 	}
-	// A hazard copied twice (shifted between chunks) has one report sequence: keep the later copy.
-	slices.SortFunc(byRep, func(a, b *events.Hazard) int {
-		if c := cmp.Compare(a.ReportSeq, b.ReportSeq); c != 0 {
+	// A hazard copied twice (shifted between chunks) has one report sequence: keep the later
+	// copy (the earlier stays in all, unreferenced).
+	byRep := make([]uint32, len(x.all))
+	for i := range byRep {
+		byRep[i] = uint32(i)
+	}
+	slices.SortFunc(byRep, func(a, b uint32) int {
+		if c := cmp.Compare(x.all[a].reportSeq, x.all[b].reportSeq); c != 0 {
 			return c
 		}
-		return cmp.Compare(b.Seq, a.Seq)
+		return cmp.Compare(x.all[b].seq, x.all[a].seq)
 	})
-	byRep = slices.CompactFunc(byRep, func(a, b *events.Hazard) bool { return a.ReportSeq == b.ReportSeq })
-	if len(byRep) >= math.MaxUint32 {
-		return fmt.Errorf("index: %d hazards", len(byRep))
-	}
+	byRep = slices.CompactFunc(byRep, func(a, b uint32) bool { return x.all[a].reportSeq == x.all[b].reportSeq })
 	num := make(map[string]uint32, len(byRep))
-	for i, h := range byRep {
-		num[h.ID] = uint32(i)
+	for _, n := range byRep {
+		num[x.words[x.all[n].s[sID]]] = n
 	}
 	cm := make(map[uuid.UUID]cmdRec, len(cmds)/40)
 	cr := bytes.NewReader(cmds)
 	for cr.Len() > 0 {
 		var id, hid uuid.UUID
 		if _, err := io.ReadFull(cr, id[:]); err != nil {
-			return fmt.Errorf("commands: truncated")
+			return x.unrestore(fmt.Errorf("commands: truncated"))
 		}
 		if _, err := io.ReadFull(cr, hid[:]); err != nil {
-			return fmt.Errorf("commands: truncated")
+			return x.unrestore(fmt.Errorf("commands: truncated"))
 		}
 		code, err := cr.ReadByte()
 		if err != nil || int(code) >= len(typeCodes) {
-			return fmt.Errorf("commands: bad type")
+			return x.unrestore(fmt.Errorf("commands: bad type"))
 		}
 		v, err1 := binary.ReadUvarint(cr)
 		s, err2 := binary.ReadUvarint(cr)
 		if err1 != nil || err2 != nil {
-			return fmt.Errorf("commands: truncated")
+			return x.unrestore(fmt.Errorf("commands: truncated"))
 		}
 		if n, ok := num[hid.String()]; ok && v <= maxVersion {
 			cm[id] = newCmdRec(s, n, int(v), code)
 		} // else a hazard reported after its chunk was copied: the catch-up records it again
 	}
-	x.mu.Lock()
-	if len(x.hz) != 0 || x.applied != 0 {
-		x.mu.Unlock()
-		return fmt.Errorf("index is not empty")
-	}
-	// gob decodes a copy of each string per hazard: the table keeps one of each
-	x.all, x.byRep, x.cmds = make([]slot, 0, len(byRep)), make([]uint32, len(byRep)), cm
-	x.hz = make(map[string]uint32, len(byRep))
-	for i, h := range byRep {
-		x.put(uint32(i), h)
-		x.byRep[i] = uint32(i)
-		x.hz[x.words[x.all[i].s[sID]]] = uint32(i)
-	}
-	x.mu.Unlock()
-	x.MarkApplied(seq)
+	x.hz, x.byRep, x.cmds = num, byRep, cm
+	x.markAppliedLocked(seq)
 	return nil
+}
+
+// unrestore empties what a failed restore filled and answers err. Under x.mu.
+func (x *Index) unrestore(err error) error {
+	x.all, x.amends, x.words, x.wordNum = nil, nil, []string{""}, map[string]uint32{}
+	return err
 }

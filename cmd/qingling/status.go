@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -120,19 +121,23 @@ func (m *Main) catchUp(ctx context.Context) {
 		}
 		return
 	}
-	if n := seq - from; n > 0 {
+	n := seq - from
+	if n > 0 {
 		m.Config.Log.Info("read model caught up", "from", from+1, "to", seq, "events", n, "took", time.Since(start).Round(time.Millisecond))
-		if n > 10000 {
-			// after readiness, not before it: Save runs beside the runner (as the periodic one does)
-			m.wg.Add(1)
-			go func() {
-				defer m.wg.Done()
-				if _, err := m.Snapshots.Save(); err != nil {
-					m.Config.Log.Warn("snapshot failed", "err", err)
-				}
-			}()
-		}
 	}
+	// after readiness, not before it: Save runs beside the runner (as the periodic one does);
+	// then the start-up's garbage (the snapshot's sections, the replay's messages) goes back to
+	// the system, or the process keeps the peak of its start as its size
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if n > 10000 {
+			if _, err := m.Snapshots.Save(); err != nil {
+				m.Config.Log.Warn("snapshot failed", "err", err)
+			}
+		}
+		debug.FreeOSMemory()
+	}()
 }
 
 // statusRoutes mounts /v1/status, /v1/status/daily and /v1/feed after next's routes.

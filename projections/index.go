@@ -53,7 +53,7 @@ func typeCode(t string) uint8 {
 }
 
 func (x *Index) record(r cmdRec) CommandRecord {
-	rec := CommandRecord{HazardID: x.words[x.all[r.hz].s[sID]], Version: int(r.vt >> 8), Seq: r.seq}
+	rec := CommandRecord{HazardID: x.idOf(r.hz), Version: int(r.vt >> 8), Seq: r.seq}
 	if t := int(r.vt & 0xff); t < len(typeCodes) {
 		rec.Type = typeCodes[t]
 	}
@@ -66,9 +66,11 @@ type Index struct {
 	cat *events.Catalog
 
 	mu      sync.RWMutex
-	hz      map[string]uint32 // a hazard's number in all
-	byRep   []uint32          // hazard numbers by report sequence, for stable cursors
-	all     []slot            // in the order the index met them (slot.go)
+	hz      map[uuid.UUID]uint32 // a hazard's number in all
+	oddHz   map[string]uint32    // the same for ids not spelled canonically, with
+	oddIDs  map[uint32]string    // their spelling
+	byRep   []uint32             // hazard numbers by report sequence, for stable cursors
+	all     []slot               // in the order the index met them (slot.go)
 	amends  map[uint32][]uint64
 	words   []string          // the hazards' strings, each once; words[0] is ""
 	wordNum map[string]uint32 // a repeated string's number in words (ids are not repeated)
@@ -80,7 +82,7 @@ type Index struct {
 
 // NewIndex returns an empty index.
 func NewIndex(cat *events.Catalog) *Index {
-	return &Index{cat: cat, hz: map[string]uint32{}, cmds: map[uuid.UUID]cmdRec{}, notify: make(chan struct{}), words: []string{""}, wordNum: map[string]uint32{}}
+	return &Index{cat: cat, hz: map[uuid.UUID]uint32{}, cmds: map[uuid.UUID]cmdRec{}, notify: make(chan struct{}), words: []string{""}, wordNum: map[string]uint32{}}
 }
 
 // Apply folds one stored event into the index. An event the hazard already has (its seq is
@@ -109,14 +111,14 @@ func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) erro
 // applyLocked is ApplyParsed under x.mu, given the stored bytes' SHA-256 and the command id
 // (when it is a UUID: hasCmd).
 func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd bool, e *events.Event, p any) error {
-	n, known := x.hz[e.Subject]
+	n, known := x.lookup(e.Subject)
 	var h *events.Hazard
 	var cur events.Hazard
 	if known {
 		if x.all[n].seq >= seq {
 			return nil
 		}
-		cur = x.hazard(n)
+		cur = x.hazardAs(n, e.Subject)
 		h = &cur
 	}
 	nh, err := events.EvolveSum(x.cat, h, e, p, sum, seq)
@@ -129,7 +131,7 @@ func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd bool
 		}
 		n = uint32(len(x.all))
 		x.put(n, nh)
-		x.hz[x.words[x.all[n].s[sID]]] = n // the table's copy of the id
+		x.register(n)
 		if k := len(x.byRep); k == 0 || x.all[x.byRep[k-1]].reportSeq < seq {
 			x.byRep = append(x.byRep, n) // in stream order: the usual case
 		} else {
@@ -156,7 +158,7 @@ func (x *Index) reserve(n int) {
 		return
 	}
 	x.cmds = make(map[uuid.UUID]cmdRec, n)
-	x.hz = make(map[string]uint32, n/3)
+	x.hz = make(map[uuid.UUID]uint32, n/3)
 	x.all = make([]slot, 0, n/3)
 	x.byRep = make([]uint32, 0, n/3)
 	x.words = slices.Grow(x.words, n/3)
@@ -212,7 +214,7 @@ func (x *Index) WaitApplied(ctx context.Context, seq uint64) error {
 func (x *Index) WaitHazard(ctx context.Context, id string, seq uint64) error {
 	for {
 		x.mu.RLock()
-		n, ok := x.hz[id]
+		n, ok := x.lookup(id)
 		ch := x.notify
 		done := ok && x.all[n].seq >= seq
 		if !done {
@@ -237,7 +239,7 @@ func (x *Index) WaitHazard(ctx context.Context, id string, seq uint64) error {
 func (x *Index) Get(id string) (events.Hazard, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	n, ok := x.hz[id]
+	n, ok := x.lookup(id)
 	if !ok {
 		return events.Hazard{}, false
 	}
@@ -263,7 +265,7 @@ func (x *Index) Command(commandID string) (CommandRecord, bool) {
 func (x *Index) Len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.hz)
+	return len(x.hz) + len(x.oddHz)
 }
 
 // Each calls fn for every hazard in report order, under the read lock; fn must not keep h.

@@ -4,13 +4,14 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/google/uuid"
+
 	"qingling/events"
 )
 
-// The strings of a hazard, in slot.s.
+// The strings of a hazard but its id, in slot.s.
 const (
-	sID = iota
-	sSector
+	sSector = iota
 	sProvince
 	sPrefecture
 	sRegion
@@ -29,20 +30,24 @@ const (
 	nStrings
 )
 
-// slot is a hazard as the index keeps it: events.Hazard with its strings as numbers in the
-// index's string table (each string once, however many hazards repeat it) and its counters
-// in 32 bits — 208 bytes without a pointer where events.Hazard is 448 with 17, so that the
-// collector never scans the hazards. Amendments, which few hazards have, live beside it.
+// slot is a hazard as the index keeps it: events.Hazard with its id as 16 bytes, its other
+// strings as numbers in the index's string table (each string once, however many hazards
+// repeat it) and its counters in 32 bits — 224 bytes without a pointer where events.Hazard is
+// 448 with 17 (and its id 48 more), so that the collector never scans the hazards.
+// Amendments, which few hazards have, live beside it, as does an id not spelled canonically
+// (oddID; only a log written by something else could hold one).
 type slot struct {
 	seq, reportSeq uint64
 	t              [nInstants]events.Instant
 	lastHash       [32]byte
+	id             uuid.UUID
 	version        int32
 	rejections     int32
 	s              [nStrings]uint32
 	listed         bool
 	planned5       bool
 	onTime         bool
+	oddID          bool
 }
 
 // The instants of a hazard, in slot.t.
@@ -60,9 +65,9 @@ const (
 	nInstants
 )
 
-// fields are h's strings in slot order.
+// fields are h's strings but its id, in slot order.
 func fields(h *events.Hazard) [nStrings]*string {
-	return [nStrings]*string{&h.ID, &h.Sector, &h.Province, &h.Prefecture, &h.Region, &h.SiteKey, &h.SiteName,
+	return [nStrings]*string{&h.Sector, &h.Province, &h.Prefecture, &h.Region, &h.SiteKey, &h.SiteName,
 		&h.Grade, &h.Criterion, &h.Source, (*string)(&h.Status), &h.Home, &h.ListLevel, &h.ReportedBy,
 		&h.CompletedBy, &h.ClearedBy, &h.Supersedes}
 }
@@ -72,11 +77,22 @@ func instants(h *events.Hazard) [nInstants]*events.Instant {
 		&h.FoundAt, &h.RecordedAt, &h.UpdatedAt, &h.CompletedAt, &h.AwaitingAt, &h.ClearedAt}
 }
 
-// hazard is slot n as an events.Hazard (its strings are the table's: nothing is copied but
-// the amendments). Under x.mu.
-func (x *Index) hazard(n uint32) events.Hazard {
+// hazard is slot n as an events.Hazard (its strings are the table's: nothing is made but the
+// id's spelling and a copy of the amendments). Under x.mu.
+func (x *Index) hazard(n uint32) events.Hazard { return x.hazardAs(n, x.idOf(n)) }
+
+// idOf is hazard n's id. Under x.mu.
+func (x *Index) idOf(n uint32) string {
+	if s := &x.all[n]; !s.oddID {
+		return s.id.String()
+	}
+	return x.oddIDs[n]
+}
+
+// hazardAs is hazard for the caller that has its id already spelled (as the event has it).
+func (x *Index) hazardAs(n uint32, id string) events.Hazard {
 	s := &x.all[n]
-	h := events.Hazard{Seq: s.seq, ReportSeq: s.reportSeq, LastHash: s.lastHash, Version: int(s.version),
+	h := events.Hazard{ID: id, Seq: s.seq, ReportSeq: s.reportSeq, LastHash: s.lastHash, Version: int(s.version),
 		Rejections: int(s.rejections), Listed: s.listed, Planned5: s.planned5, OnTime: s.onTime}
 	for i, f := range fields(&h) {
 		*f = x.words[s.s[i]]
@@ -90,16 +106,26 @@ func (x *Index) hazard(n uint32) events.Hazard {
 	return h
 }
 
-// put stores h as slot n (n == len(x.all) appends it). A string h shares with the slot's old
+// put stores h as slot n; n == len(x.all) appends it, with h's id, which it answers the
+// hazard's number for (a hazard's id never changes). A string h shares with the slot's old
 // state is kept without a lookup; any other is found in, or added to, the table. Under x.mu.
 func (x *Index) put(n uint32, h *events.Hazard) {
 	if int(n) == len(x.all) {
 		x.all = append(x.all, slot{})
+		s := &x.all[n]
+		if u, ok := canonical(h.ID); ok {
+			s.id = u
+		} else {
+			if x.oddIDs == nil {
+				x.oddIDs = map[uint32]string{}
+			}
+			s.oddID, x.oddIDs[n] = true, strings.Clone(h.ID)
+		}
 	}
 	s := &x.all[n]
 	for i, f := range fields(h) {
 		if old := x.words[s.s[i]]; !sameString(old, *f) {
-			s.s[i] = x.word(*f, i == sID)
+			s.s[i] = x.word(*f)
 		}
 	}
 	for i, t := range instants(h) {
@@ -122,22 +148,67 @@ func sameString(a, b string) bool {
 }
 
 // word is s's number in the string table, adding a copy of it (s may view an event's bytes)
-// when new. unique: s is a hazard id, which no other hazard repeats, added without the
-// lookup (the id → number map holds it). Under x.mu.
-func (x *Index) word(s string, unique bool) uint32 {
+// when new. Under x.mu.
+func (x *Index) word(s string) uint32 {
 	if s == "" {
 		return 0
 	}
-	if !unique {
-		if w, ok := x.wordNum[s]; ok {
-			return w
-		}
+	if w, ok := x.wordNum[s]; ok {
+		return w
 	}
 	s = strings.Clone(s)
 	w := uint32(len(x.words))
 	x.words = append(x.words, s)
-	if !unique {
-		x.wordNum[s] = w
-	}
+	x.wordNum[s] = w
 	return w
+}
+
+// register makes hazard n (just put) findable by its id. Under x.mu.
+func (x *Index) register(n uint32) {
+	if s := &x.all[n]; !s.oddID {
+		x.hz[s.id] = n
+		return
+	}
+	if x.oddHz == nil {
+		x.oddHz = map[string]uint32{}
+	}
+	x.oddHz[x.oddIDs[n]] = n
+}
+
+// lookup is hazard id's number. Under x.mu.
+func (x *Index) lookup(id string) (uint32, bool) {
+	if u, ok := canonical(id); ok {
+		n, ok := x.hz[u]
+		return n, ok
+	}
+	n, ok := x.oddHz[id]
+	return n, ok
+}
+
+// canonical is s as a UUID when spelled canonically (lowercase, hyphenated: as uuid.UUID's
+// String spells it back), without allocating.
+func canonical(s string) (uuid.UUID, bool) {
+	var u uuid.UUID
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return u, false
+	}
+	for j, i := range [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34} {
+		hi, ok1 := hexVal(s[i])
+		lo, ok2 := hexVal(s[i+1])
+		if !ok1 || !ok2 {
+			return uuid.UUID{}, false
+		}
+		u[j] = hi<<4 | lo
+	}
+	return u, true
+}
+
+func hexVal(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }

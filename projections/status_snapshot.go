@@ -380,7 +380,7 @@ func (x *Index) snapshotCommands(w *bytes.Buffer) int {
 	w.Grow(len(x.cmds) * 40)
 	var b [binary.MaxVarintLen64]byte
 	for id, r := range x.cmds {
-		hid, _ := uuid.Parse(x.words[x.all[r.hz].s[sID]])
+		hid := x.all[r.hz].id // uuid.Nil for an odd id: its commands are not kept
 		w.Write(id[:])
 		w.Write(hid[:])
 		w.WriteByte(byte(r.vt & 0xff))
@@ -432,9 +432,11 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 		return cmp.Compare(x.all[b].seq, x.all[a].seq)
 	})
 	byRep = slices.CompactFunc(byRep, func(a, b uint32) bool { return x.all[a].reportSeq == x.all[b].reportSeq })
-	num := make(map[string]uint32, len(byRep))
+	num := make(map[uuid.UUID]uint32, len(byRep))
 	for _, n := range byRep {
-		num[x.words[x.all[n].s[sID]]] = n
+		if !x.all[n].oddID {
+			num[x.all[n].id] = n
+		}
 	}
 	cm := make(map[uuid.UUID]cmdRec, len(cmds)/40)
 	cr := bytes.NewReader(cmds)
@@ -455,17 +457,22 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 		if err1 != nil || err2 != nil {
 			return x.unrestore(fmt.Errorf("commands: truncated"))
 		}
-		if n, ok := num[hid.String()]; ok && v <= maxVersion {
+		if n, ok := num[hid]; ok && v <= maxVersion {
 			cm[id] = newCmdRec(s, n, int(v), code)
 		} // else a hazard reported after its chunk was copied: the catch-up records it again
 	}
 	x.hz, x.byRep, x.cmds = num, byRep, cm
+	for _, n := range byRep {
+		if x.all[n].oddID {
+			x.register(n)
+		}
+	}
 	x.markAppliedLocked(seq)
 	return nil
 }
 
 // unrestore empties what a failed restore filled and answers err. Under x.mu.
 func (x *Index) unrestore(err error) error {
-	x.all, x.amends, x.words, x.wordNum = nil, nil, []string{""}, map[string]uint32{}
+	x.all, x.amends, x.words, x.wordNum, x.oddIDs = nil, nil, []string{""}, map[string]uint32{}, nil
 	return err
 }

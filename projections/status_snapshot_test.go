@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,5 +141,53 @@ func TestSnapshotParts(t *testing.T) {
 	}
 	if string(a2.loaded) != "alpha" || b2.loaded != nil || c2.loaded != nil || e2.loaded == nil || len(e2.loaded) != 0 {
 		t.Fatalf("parts loaded: a %q, b %q, c %q, empty %q", a2.loaded, b2.loaded, c2.loaded, e2.loaded)
+	}
+}
+
+// TestOddHazardID: a hazard whose id is not spelled canonically (a log written by something
+// else) is kept with its spelling, found by it, and survives a snapshot.
+func TestOddHazardID(t *testing.T) {
+	cat, _ := events.LoadCatalog()
+	ctx := context.Background()
+	clock := func() time.Time { return benchNow }
+	evs := sample(t, cat, 20)
+	var odd string
+	for i := range evs {
+		e, err := events.ParseEvent(evs[i].raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if odd == "" && e.Type == events.TypeReported {
+			odd = e.Subject
+		}
+		if e.Subject == odd {
+			up := strings.ToUpper(odd)
+			evs[i].raw = bytes.ReplaceAll(evs[i].raw, []byte(odd), []byte(up))
+			evs[i].subject = strings.ReplaceAll(evs[i].subject, odd, up)
+		}
+	}
+	up := strings.ToUpper(odd)
+	st := logWith(t, evs)
+	idx := projections.NewIndex(cat)
+	sp := status.New(status.Config{Catalog: cat, Clock: clock})
+	if _, err := projections.Replay(ctx, st, idx, []projections.Projection{sp}, nil); err != nil {
+		t.Fatal(err)
+	}
+	h, ok := idx.Get(up)
+	if _, lower := idx.Get(odd); !ok || lower || h.ID != up || idx.Len() != 20 {
+		t.Fatalf("odd id: found %v (lower %v), id %q, %d hazards", ok, lower, h.ID, idx.Len())
+	}
+	path := filepath.Join(t.TempDir(), "readmodel.snap")
+	if _, err := (&projections.Snapshots{Path: path, Index: idx, Status: sp}).Save(); err != nil {
+		t.Fatal(err)
+	}
+	idx2 := projections.NewIndex(cat)
+	sp2 := status.New(status.Config{Catalog: cat, Clock: clock})
+	if _, err := (&projections.Snapshots{Path: path, Index: idx2, Status: sp2}).Load(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	h2, ok := idx2.Get(up)
+	if !ok || !sameHazard(&h, &h2) || idx2.Len() != 20 {
+		t.Fatalf("after the snapshot: found %v, %d hazards\n%+v\n%+v", ok, idx2.Len(), h, h2)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,7 +119,7 @@ func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd bool
 		if x.all[n].seq >= seq {
 			return nil
 		}
-		cur = x.hazardAs(n, e.Subject)
+		cur = x.hazardAs(n, e.Subject, true)
 		h = &cur
 	}
 	nh, err := events.EvolveSum(x.cat, h, e, p, sum, seq)
@@ -272,8 +273,9 @@ func (x *Index) Len() int {
 func (x *Index) Each(fn func(h *events.Hazard) bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	var h events.Hazard // one for the walk: fn makes it escape
 	for _, n := range x.byRep {
-		if h := x.hazard(n); !fn(&h) {
+		if h = x.hazard(n); !fn(&h) {
 			return
 		}
 	}
@@ -316,8 +318,11 @@ func (x *Index) List(f Filter) (Page, error) {
 	defer x.mu.RUnlock()
 	i := sort.Search(len(x.byRep), func(i int) bool { return x.all[x.byRep[i]].reportSeq > after })
 	var p Page
+	var id [36]byte
+	var h events.Hazard // one for the whole list (the filter's Readable makes it escape)
 	for ; i < len(x.byRep); i++ {
-		h := x.hazard(x.byRep[i])
+		n := x.byRep[i]
+		h = x.hazardAs(n, x.idView(n, &id), false) // no allocation for a hazard the filter passes over
 		if !x.match(&f, &h) {
 			continue
 		}
@@ -327,7 +332,7 @@ func (x *Index) List(f Filter) (Page, error) {
 			p.Next = base64.RawURLEncoding.EncodeToString(b[:])
 			break
 		}
-		h.AmendSeqs = nil
+		h.ID = strings.Clone(h.ID) // the view of id is spelled over for the next hazard
 		p.Items = append(p.Items, h)
 	}
 	return p, nil

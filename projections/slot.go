@@ -79,7 +79,7 @@ func instants(h *events.Hazard) [nInstants]*events.Instant {
 
 // hazard is slot n as an events.Hazard (its strings are the table's: nothing is made but the
 // id's spelling and a copy of the amendments). Under x.mu.
-func (x *Index) hazard(n uint32) events.Hazard { return x.hazardAs(n, x.idOf(n)) }
+func (x *Index) hazard(n uint32) events.Hazard { return x.hazardAs(n, x.idOf(n), true) }
 
 // idOf is hazard n's id. Under x.mu.
 func (x *Index) idOf(n uint32) string {
@@ -89,8 +89,29 @@ func (x *Index) idOf(n uint32) string {
 	return x.oddIDs[n]
 }
 
-// hazardAs is hazard for the caller that has its id already spelled (as the event has it).
-func (x *Index) hazardAs(n uint32, id string) events.Hazard {
+// idView spells hazard n's id into buf and answers it, as a string viewing buf for a
+// canonical id: valid while buf is, for one look at the hazard (List's filter). Under x.mu.
+func (x *Index) idView(n uint32, buf *[36]byte) string {
+	s := &x.all[n]
+	if s.oddID {
+		return x.oddIDs[n]
+	}
+	const hexDigits = "0123456789abcdef"
+	j := 0
+	for i, b := range s.id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			buf[j] = '-'
+			j++
+		}
+		buf[j], buf[j+1] = hexDigits[b>>4], hexDigits[b&0xf]
+		j += 2
+	}
+	return unsafe.String(&buf[0], len(buf))
+}
+
+// hazardAs is hazard for the caller that has its id already spelled (as the event has it);
+// amends: with a copy of the amendments (else without them).
+func (x *Index) hazardAs(n uint32, id string, amends bool) events.Hazard {
 	s := &x.all[n]
 	h := events.Hazard{ID: id, Seq: s.seq, ReportSeq: s.reportSeq, LastHash: s.lastHash, Version: int(s.version),
 		Rejections: int(s.rejections), Listed: s.listed, Planned5: s.planned5, OnTime: s.onTime}
@@ -100,7 +121,7 @@ func (x *Index) hazardAs(n uint32, id string) events.Hazard {
 	for i, t := range instants(&h) {
 		*t = s.t[i]
 	}
-	if a := x.amends[n]; len(a) > 0 {
+	if a := x.amends[n]; amends && len(a) > 0 {
 		h.AmendSeqs = append([]uint64(nil), a...)
 	}
 	return h

@@ -2,8 +2,11 @@ package projections
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/google/uuid"
 )
 
 // TestSlotCompact guards the index's memory: a hazard is kept in 224 bytes without a pointer
@@ -30,5 +33,29 @@ func TestSlotCompact(t *testing.T) {
 	}
 	if walk(reflect.TypeFor[slot]()) {
 		t.Fatal("slot holds a pointer")
+	}
+}
+
+// TestIDSpellings: canonical and idView spell an id as uuid does, and canonical refuses any
+// other spelling.
+func TestIDSpellings(t *testing.T) {
+	x := NewIndex(nil)
+	for range 100 {
+		u := uuid.New()
+		got, ok := canonical(u.String())
+		if !ok || got != u {
+			t.Fatalf("canonical(%s) = %v %v", u, got, ok)
+		}
+		x.all = append(x.all, slot{id: u})
+		var buf [36]byte
+		if v := x.idView(uint32(len(x.all)-1), &buf); v != u.String() {
+			t.Fatalf("idView %s, want %s", v, u)
+		}
+	}
+	u := uuid.New().String()
+	for _, odd := range []string{strings.ToUpper(u), "{" + u + "}", u[:35], u + "0", strings.ReplaceAll(u, "-", "_"), "urn:uuid:" + u, ""} {
+		if _, ok := canonical(odd); ok {
+			t.Fatalf("canonical accepted %q", odd)
+		}
 	}
 }

@@ -174,3 +174,35 @@ func TestReplayKeepsNoViews(t *testing.T) {
 		t.Fatalf("%d hazards; status checkpoint %d %q vs %d %q", n, seq, id, seq2, id2)
 	}
 }
+
+// TestListSpellsEachID: a page's hazards carry their own ids (List spells them over one
+// buffer), and a filter that passes over every hazard allocates nothing per hazard.
+func TestListSpellsEachID(t *testing.T) {
+	cat, _ := events.LoadCatalog()
+	idx := projections.NewIndex(cat)
+	for i, s := range sample(t, cat, 300) {
+		if err := idx.Apply(uint64(i+1), s.raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, err := idx.List(projections.Filter{Limit: 500})
+	if err != nil || len(page.Items) != 300 {
+		t.Fatalf("%d items, %v", len(page.Items), err)
+	}
+	seen := map[string]bool{}
+	for _, h := range page.Items {
+		g, ok := idx.Get(h.ID)
+		if !ok || seen[h.ID] || g.Seq != h.Seq || g.ReportSeq != h.ReportSeq {
+			t.Fatalf("item %s: in the index %v, twice %v", h.ID, ok, seen[h.ID])
+		}
+		seen[h.ID] = true
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		if p, err := idx.List(projections.Filter{Site: "no-such-site", Limit: 500}); err != nil || len(p.Items) != 0 {
+			t.Fatalf("%d items, %v", len(p.Items), err)
+		}
+	})
+	if allocs > 2 {
+		t.Fatalf("a list that matches none of 300 hazards: %.0f allocations", allocs)
+	}
+}

@@ -127,9 +127,9 @@ func (x *Index) hazardAs(n uint32, id string, amends bool) events.Hazard {
 	return h
 }
 
-// put stores h as slot n; n == len(x.all) appends it, with h's id, which it answers the
-// hazard's number for (a hazard's id never changes). A string h shares with the slot's old
-// state is kept without a lookup; any other is found in, or added to, the table. Under x.mu.
+// put stores h as slot n; n == len(x.all) appends it with h's id (which never changes: later
+// puts leave it). A string h shares with the slot's old state is kept without a lookup; any
+// other is found in, or added to, the table. Under x.mu.
 func (x *Index) put(n uint32, h *events.Hazard) {
 	if int(n) == len(x.all) {
 		x.all = append(x.all, slot{})

@@ -16,10 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"qingling/events"
-	"qingling/events/jsstore"
 	"qingling/handlers/app"
 	"qingling/handlers/feed"
 	"qingling/handlers/httpapi"
+	"qingling/handlers/internal/testserver"
 	"qingling/projections"
 	"qingling/projections/kvstatus"
 	"qingling/projections/status"
@@ -42,24 +42,14 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 func newEnv(t *testing.T, keep int) *env {
 	t.Helper()
-	ns, err := jsstore.RunServer(jsstore.ServerConfig{Dir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := jsstore.ConnectInProcess(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	j := testserver.Start(t)
+	js, cat := j.Store.JetStream(), j.Catalog
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	kv, err := kvstatus.Open(ctx, js, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat, _ := events.LoadCatalog()
 	e := &env{js: js, kv: kv, now: t0}
 	e.idx = projections.NewIndex(cat)
 	e.sp = status.New(status.Config{Catalog: cat, Clock: func() time.Time { return e.now }})

@@ -73,12 +73,14 @@ type Index struct {
 	byRep   []uint32             // hazard numbers by report sequence, for stable cursors
 	all     []slot               // in the order the index met them (slot.go)
 	amends  map[uint32][]uint64
-	words   []string          // the hazards' strings, each once; words[0] is ""
-	wordNum map[string]uint32 // a repeated string's number in words (ids are not repeated)
-	cmds    map[uuid.UUID]cmdRec
-	applied uint64        // last stream sequence applied in order by the feed
-	notify  chan struct{} // closed (and replaced) when applied moves on and someone waits
-	waiting atomic.Int32  // waiters on notify: registered under the read lock
+	words   []string             // the hazards' strings, each once; words[0] is ""
+	wordNum map[string]uint32    // a repeated string's number in words (ids are not repeated)
+	cmds    map[uuid.UUID]cmdRec // commands recorded one by one (the command path, the live feed)
+	bulk    []cmdEntry           // commands a replay or a snapshot brought, sorted (commands.go)
+	pending []cmdEntry           // a running replay's, sorted into bulk when it ends
+	applied uint64               // last stream sequence applied in order by the feed
+	notify  chan struct{}        // closed (and replaced) when applied moves on and someone waits
+	waiting atomic.Int32         // waiters on notify: registered under the read lock
 }
 
 // NewIndex returns an empty index.
@@ -106,12 +108,13 @@ func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) erro
 	sum := sha256.Sum256(raw)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.applyLocked(seq, sum, cmd, cmdErr == nil, e, p)
+	return x.applyLocked(seq, sum, cmd, cmdErr == nil, false, e, p)
 }
 
 // applyLocked is ApplyParsed under x.mu, given the stored bytes' SHA-256 and the command id
 // (when it is a UUID: hasCmd).
-func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd bool, e *events.Event, p any) error {
+// replay: the command is gathered for settleCommands rather than put in the map.
+func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd, replay bool, e *events.Event, p any) error {
 	n, known := x.lookup(e.Subject)
 	var h *events.Hazard
 	var cur events.Hazard
@@ -144,8 +147,12 @@ func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd bool
 	} else {
 		x.put(n, nh)
 	}
-	if hasCmd {
-		x.cmds[cmd] = newCmdRec(seq, n, nh.Version, typeCode(e.Type))
+	switch r := newCmdRec(seq, n, nh.Version, typeCode(e.Type)); {
+	case !hasCmd:
+	case replay:
+		x.gather(cmdEntry{cmd, r})
+	default:
+		x.cmds[cmd] = r
 	}
 	return nil
 }
@@ -155,10 +162,10 @@ func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd bool
 func (x *Index) reserve(n int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if len(x.cmds) != 0 || len(x.hz) != 0 || n < 4096 {
+	if len(x.cmds) != 0 || len(x.bulk) != 0 || len(x.hz) != 0 || n < 4096 {
 		return
 	}
-	x.cmds = make(map[uuid.UUID]cmdRec, n)
+	x.pending = make([]cmdEntry, 0, n)
 	x.hz = make(map[uuid.UUID]uint32, n/3)
 	x.all = make([]slot, 0, n/3)
 	x.byRep = make([]uint32, 0, n/3)
@@ -255,7 +262,7 @@ func (x *Index) Command(commandID string) (CommandRecord, bool) {
 	}
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	r, ok := x.cmds[u]
+	r, ok := x.command(u)
 	if !ok {
 		return CommandRecord{}, false
 	}

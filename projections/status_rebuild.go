@@ -28,6 +28,7 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 	}
 	total := int(target - from + 1)
 	idx.reserve(total)
+	defer idx.settleCommands() // however the replay ends: its events are applied
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -139,7 +140,7 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 		idx.mu.Lock()
 		for i := range b {
 			if it := &b[i]; it.err == nil {
-				it.err = idx.applyLocked(it.m.Seq, it.sum, it.cmd, it.hasCmd, &it.e, it.p)
+				it.err = idx.applyLocked(it.m.Seq, it.sum, it.cmd, it.hasCmd, true, &it.e, it.p)
 			}
 		}
 		idx.mu.Unlock()

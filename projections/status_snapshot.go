@@ -373,21 +373,45 @@ func (x *Index) snapshotHazards(w *bufio.Writer) (int, error) {
 	}
 }
 
-// snapshotCommands encodes the command-id map (under the read lock: ~30 ns per command).
+// snapshotCommands encodes every recorded command — the bulk, the map and a running replay's
+// — sorted by id, so that a restore takes them as its bulk without sorting (under the read
+// lock: ~30 ns per command).
 func (x *Index) snapshotCommands(w *bytes.Buffer) int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	w.Grow(len(x.cmds) * 40)
-	var b [binary.MaxVarintLen64]byte
+	extra := make([]cmdEntry, 0, len(x.cmds)+len(x.pending))
 	for id, r := range x.cmds {
-		hid := x.all[r.hz].id // uuid.Nil for an odd id: its commands are not kept
-		w.Write(id[:])
-		w.Write(hid[:])
-		w.WriteByte(byte(r.vt & 0xff))
-		w.Write(b[:binary.PutUvarint(b[:], uint64(r.vt>>8))])
-		w.Write(b[:binary.PutUvarint(b[:], r.seq)])
+		extra = append(extra, cmdEntry{id, r})
 	}
-	return len(x.cmds)
+	extra = append(extra, x.pending...)
+	slices.SortFunc(extra, compareEntries)
+	w.Grow((len(x.bulk) + len(extra)) * 40)
+	var b [binary.MaxVarintLen64]byte
+	put := func(c cmdEntry) {
+		hid := x.all[c.r.hz].id // uuid.Nil for an odd id: its commands are not kept
+		w.Write(c.id[:])
+		w.Write(hid[:])
+		w.WriteByte(byte(c.r.vt & 0xff))
+		w.Write(b[:binary.PutUvarint(b[:], uint64(c.r.vt>>8))])
+		w.Write(b[:binary.PutUvarint(b[:], c.r.seq)])
+	}
+	bulk := x.bulk
+	for len(bulk) > 0 && len(extra) > 0 {
+		if compareEntries(bulk[0], extra[0]) <= 0 {
+			put(bulk[0])
+			bulk = bulk[1:]
+		} else {
+			put(extra[0])
+			extra = extra[1:]
+		}
+	}
+	for _, c := range bulk {
+		put(c)
+	}
+	for _, c := range extra {
+		put(c)
+	}
+	return len(x.bulk) + len(x.cmds) + len(x.pending)
 }
 
 // restore fills the empty index from a snapshot's sections. Each chunk of hazards becomes
@@ -438,7 +462,7 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 			num[x.all[n].id] = n
 		}
 	}
-	cm := make(map[uuid.UUID]cmdRec, len(cmds)/40)
+	cm := make([]cmdEntry, 0, len(cmds)/40)
 	cr := bytes.NewReader(cmds)
 	for cr.Len() > 0 {
 		var id, hid uuid.UUID
@@ -458,10 +482,13 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 			return x.unrestore(fmt.Errorf("commands: truncated"))
 		}
 		if n, ok := num[hid]; ok && v <= maxVersion {
-			cm[id] = newCmdRec(s, n, int(v), code)
+			cm = append(cm, cmdEntry{id, newCmdRec(s, n, int(v), code)})
 		} // else a hazard reported after its chunk was copied: the catch-up records it again
 	}
-	x.hz, x.byRep, x.cmds = num, byRep, cm
+	if !slices.IsSortedFunc(cm, compareEntries) {
+		sortEntries(cm) // a snapshot from before the bulk
+	}
+	x.hz, x.byRep, x.bulk = num, byRep, cm
 	for _, n := range byRep {
 		if x.all[n].oddID {
 			x.register(n)

@@ -1,0 +1,118 @@
+package projections
+
+import (
+	"cmp"
+	"encoding/binary"
+	"slices"
+
+	"github.com/google/uuid"
+)
+
+// cmdEntry is a command record with its id, as the index keeps the commands that a replay or
+// a snapshot brings: in one slice sorted by id (32 bytes each, no map's slack), where a
+// replay only appends — a map of a million takes a cache miss for every insert.
+type cmdEntry struct {
+	id uuid.UUID
+	r  cmdRec
+}
+
+func compareIDs(a, b uuid.UUID) int {
+	if c := cmp.Compare(binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(b[:8])); c != 0 {
+		return c
+	}
+	return cmp.Compare(binary.BigEndian.Uint64(a[8:]), binary.BigEndian.Uint64(b[8:]))
+}
+
+func compareEntries(a, b cmdEntry) int { return compareIDs(a.id, b.id) }
+
+// command looks up id among the recorded commands: those recorded one by one (the map), then
+// the bulk. Under x.mu.
+func (x *Index) command(id uuid.UUID) (cmdRec, bool) {
+	if r, ok := x.cmds[id]; ok {
+		return r, true
+	}
+	i, ok := slices.BinarySearchFunc(x.bulk, id, func(e cmdEntry, id uuid.UUID) int { return compareIDs(e.id, id) })
+	if !ok {
+		return cmdRec{}, false
+	}
+	return x.bulk[i].r, true
+}
+
+// runLen is the length of the sorted runs a replay gathers its commands in: each is sorted as
+// it fills (in cache), and settleCommands merges them.
+const runLen = 1 << 16
+
+// gather adds a replay's command to pending, sorting each run as it fills. Under x.mu.
+func (x *Index) gather(c cmdEntry) {
+	x.pending = append(x.pending, c)
+	if n := len(x.pending); n%runLen == 0 {
+		slices.SortFunc(x.pending[n-runLen:], compareEntries)
+	}
+}
+
+// settleCommands merges the commands a replay gathered into the bulk, where Command finds them
+// (until then it does not: a command retried meanwhile is caught by the store's checks, as it
+// is for a hazard the replay has not reached).
+func (x *Index) settleCommands() {
+	x.mu.Lock()
+	p := x.pending
+	x.pending = nil
+	x.mu.Unlock()
+	if len(p) == 0 {
+		return
+	}
+	p = mergeRuns(p)
+	x.mu.Lock()
+	x.bulk = mergeEntries(x.bulk, p)
+	x.mu.Unlock()
+}
+
+// mergeRuns sorts p, whose runs of runLen (the last may be shorter) are each sorted but the
+// last: bottom-up merges through a second buffer.
+func mergeRuns(p []cmdEntry) []cmdEntry {
+	n := len(p)
+	slices.SortFunc(p[n-n%runLen:], compareEntries)
+	if n <= runLen {
+		return p
+	}
+	buf := make([]cmdEntry, n)
+	for w := runLen; w < n; w *= 2 {
+		for lo := 0; lo < n; lo += 2 * w {
+			mid, hi := min(lo+w, n), min(lo+2*w, n)
+			mergeInto(buf[lo:hi], p[lo:mid], p[mid:hi])
+		}
+		p, buf = buf, p
+	}
+	return p
+}
+
+// sortEntries sorts p by id (a snapshot's commands from before they were written sorted).
+func sortEntries(p []cmdEntry) { slices.SortFunc(p, compareEntries) }
+
+// mergeInto merges the sorted a and b into dst, which is as long as both.
+func mergeInto(dst, a, b []cmdEntry) {
+	i := 0
+	for len(a) > 0 && len(b) > 0 {
+		if compareEntries(a[0], b[0]) <= 0 {
+			dst[i], a = a[0], a[1:]
+		} else {
+			dst[i], b = b[0], b[1:]
+		}
+		i++
+	}
+	i += copy(dst[i:], a)
+	copy(dst[i:], b)
+}
+
+// mergeEntries merges two sorted runs into a new one (or answers the other when one is empty).
+func mergeEntries(a, b []cmdEntry) []cmdEntry {
+	switch {
+	case len(a) == 0:
+		return b
+	case len(b) == 0:
+		return a
+	}
+	out := make([]cmdEntry, len(a)+len(b))
+	mergeInto(out, a, b)
+	return out
+}

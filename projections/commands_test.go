@@ -1,0 +1,97 @@
+package projections
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"slices"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"qingling/events"
+)
+
+// TestCommandsOfAReplay: a replay's commands are found once it ends, wherever they came from
+// (bulk, map), and a snapshot taken while a replay still gathers them keeps them too.
+func TestCommandsOfAReplay(t *testing.T) {
+	cat, err := events.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raws := benchEvents(t) // a report and a plan of one hazard
+	apply := func(x *Index, seq uint64, raw []byte, replay bool) *events.Event {
+		e, p, err := newDecoder().decode(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		if err := x.applyLocked(seq, sha256.Sum256(raw), uuid.MustParse(e.CommandID), true, replay, e, p); err != nil {
+			t.Fatal(err)
+		}
+		x.markAppliedLocked(seq)
+		return e
+	}
+	x := NewIndex(cat)
+	rep := apply(x, 1, raws[0], true)   // gathered by a replay
+	plan := apply(x, 2, raws[1], false) // recorded one by one
+	if _, ok := x.Command(rep.CommandID); ok {
+		t.Fatal("a running replay's command is found before it settles")
+	}
+	if r, ok := x.Command(plan.CommandID); !ok || r.Seq != 2 || r.Type != events.TypePlanned || r.HazardID != plan.Subject || r.Version != 2 {
+		t.Fatalf("the map's command: %+v %v", r, ok)
+	}
+
+	// a snapshot now holds both
+	var hz bytes.Buffer
+	bw := bufio.NewWriter(&hz)
+	if _, err := x.snapshotHazards(bw); err != nil || bw.Flush() != nil {
+		t.Fatal(err)
+	}
+	var cmds bytes.Buffer
+	if n := x.snapshotCommands(&cmds); n != 2 {
+		t.Fatalf("%d commands written", n)
+	}
+	y := NewIndex(cat)
+	if err := y.restore(hz.Bytes(), cmds.Bytes(), 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*events.Event{rep, plan} {
+		if r, ok := y.Command(e.CommandID); !ok || r.HazardID != e.Subject || r.Type != e.Type {
+			t.Fatalf("restored command %s: %+v %v", e.Type, r, ok)
+		}
+	}
+
+	x.settleCommands()
+	if r, ok := x.Command(rep.CommandID); !ok || r.Seq != 1 || r.Type != events.TypeReported || r.Version != 1 {
+		t.Fatalf("the replay's command after it settled: %+v %v", r, ok)
+	}
+	if _, ok := x.Command(uuid.NewString()); ok {
+		t.Fatal("an unknown command is found")
+	}
+}
+
+// TestMergeRuns: a replay's commands, gathered in sorted runs, merge into the order of the
+// ids, whatever their number (a run, a part of one, several and a part).
+func TestMergeRuns(t *testing.T) {
+	for _, n := range []int{1, 7, runLen, runLen + 3, 3*runLen + 11, 4 * runLen} {
+		x := NewIndex(nil)
+		for i := range n {
+			x.gather(cmdEntry{id: uuid.New(), r: cmdRec{seq: uint64(i)}})
+		}
+		x.bulk = []cmdEntry{{id: uuid.New()}, {id: uuid.New()}}
+		sortEntries(x.bulk)
+		x.settleCommands()
+		if len(x.bulk) != n+2 || !slices.IsSortedFunc(x.bulk, compareEntries) || x.pending != nil {
+			t.Fatalf("n %d: %d in the bulk, sorted %v", n, len(x.bulk), slices.IsSortedFunc(x.bulk, compareEntries))
+		}
+		seen := map[uint64]bool{}
+		for _, c := range x.bulk {
+			seen[c.r.seq] = true
+		}
+		if len(seen) != n { // seqs 0..n-1 (the bulk's two are 0 as well)
+			t.Fatalf("n %d: %d distinct records", n, len(seen))
+		}
+	}
+}

@@ -84,7 +84,9 @@ func startChild(t *testing.T, bin string, args ...string) *child {
 			res.Body.Close()
 			return res.StatusCode == 200
 		})
-		return &child{cmd: cmd, url: u}
+		c := &child{cmd: cmd, url: u}
+		t.Cleanup(c.kill) // one still running at the end goes before its data directory
+		return c
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
 		t.Fatal("serve did not start")

@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"math"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -169,7 +168,6 @@ func (x *Index) reserve(n int) {
 	x.hz = make(map[uuid.UUID]uint32, n/3)
 	x.all = make([]slot, 0, n/3)
 	x.byRep = make([]uint32, 0, n/3)
-	x.words = slices.Grow(x.words, n/3)
 }
 
 // MarkApplied records that the feed has applied every event up to seq, and wakes waiters.

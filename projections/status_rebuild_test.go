@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -204,5 +205,64 @@ func TestListSpellsEachID(t *testing.T) {
 	})
 	if allocs > 2 {
 		t.Fatalf("a list that matches none of 300 hazards: %.0f allocations", allocs)
+	}
+}
+
+// TestReplayBesideReaders: lists, gets, command lookups and a snapshot run while a replay
+// fills the index (as a server's do during its catch-up); run with -race. Afterwards every
+// command of the log is found.
+func TestReplayBesideReaders(t *testing.T) {
+	cat, _ := events.LoadCatalog()
+	evs := sample(t, cat, 3000)
+	l := &memLog{}
+	for i, s := range evs {
+		l.msgs = append(l.msgs, jsstore.Msg{Seq: uint64(i + 1), Subject: s.subject, Data: s.raw, MsgID: s.msgID})
+	}
+	idx := projections.NewIndex(cat)
+	sp := status.New(status.Config{Catalog: cat, Clock: func() time.Time { return benchNow }})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first, _ := events.ParseEvent(evs[0].raw)
+	snaps := &projections.Snapshots{Path: filepath.Join(t.TempDir(), "readmodel.snap"), Index: idx, Status: sp}
+	done := make(chan struct{})
+	readers := make(chan int, 3)
+	for r := range 3 {
+		go func() {
+			n := 0
+			for ctx.Err() == nil {
+				switch r {
+				case 0:
+					_, _ = idx.List(projections.Filter{Sector: "chem", Limit: 20})
+				case 1:
+					_, _ = idx.Get(first.Subject)
+					_, _ = idx.Command(first.CommandID)
+				case 2:
+					_, _ = snaps.Save()
+				}
+				n++
+				select {
+				case <-done:
+					readers <- n
+					return
+				default:
+				}
+			}
+			readers <- n
+		}()
+	}
+	if _, err := projections.Replay(ctx, l, idx, []projections.Projection{sp}, nil); err != nil {
+		t.Fatal(err)
+	}
+	close(done)
+	for range 3 {
+		if n := <-readers; n == 0 {
+			t.Fatal("a reader never ran")
+		}
+	}
+	for _, s := range evs {
+		e, _ := events.ParseEvent(s.raw)
+		if r, ok := idx.Command(e.CommandID); !ok || r.HazardID != e.Subject || r.Type != e.Type {
+			t.Fatalf("command %s of %s: %+v %v", e.CommandID, e.Type, r, ok)
+		}
 	}
 }

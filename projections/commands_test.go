@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -36,8 +37,8 @@ func TestCommandsOfAReplay(t *testing.T) {
 	x := NewIndex(cat)
 	rep := apply(x, 1, raws[0], true)   // gathered by a replay
 	plan := apply(x, 2, raws[1], false) // recorded one by one
-	if _, ok := x.Command(rep.CommandID); ok {
-		t.Fatal("a running replay's command is found before it settles")
+	if r, ok := x.Command(rep.CommandID); !ok || r.Seq != 1 || r.Type != events.TypeReported {
+		t.Fatalf("a running replay's command: %+v %v", r, ok)
 	}
 	if r, ok := x.Command(plan.CommandID); !ok || r.Seq != 2 || r.Type != events.TypePlanned || r.HazardID != plan.Subject || r.Version != 2 {
 		t.Fatalf("the map's command: %+v %v", r, ok)
@@ -93,5 +94,51 @@ func TestMergeRuns(t *testing.T) {
 		if len(seen) != n { // seqs 0..n-1 (the bulk's two are 0 as well)
 			t.Fatalf("n %d: %d distinct records", n, len(seen))
 		}
+	}
+}
+
+// TestCommandDuringReplay: a running replay's commands are found in its full runs and in the
+// run that fills, before they settle; an unknown one is not.
+func TestCommandDuringReplay(t *testing.T) {
+	x := NewIndex(nil)
+	ids := make([]uuid.UUID, 2*runLen+100)
+	for i := range ids {
+		ids[i] = uuid.New()
+		x.gather(cmdEntry{id: ids[i], r: cmdRec{seq: uint64(i + 1)}})
+	}
+	for _, i := range []int{0, runLen - 1, runLen, 2*runLen - 1, 2 * runLen, len(ids) - 1} {
+		if r, ok := x.command(ids[i]); !ok || r.seq != uint64(i+1) {
+			t.Fatalf("command %d: %+v %v", i, r, ok)
+		}
+	}
+	if _, ok := x.command(uuid.New()); ok {
+		t.Fatal("an unknown command is found")
+	}
+}
+
+// TestReserveKeepsOddHazards: an index that holds only hazards with odd ids (none in the id
+// map) is not emptied by a replay's reserve.
+func TestReserveKeepsOddHazards(t *testing.T) {
+	cat, err := events.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := benchEvents(t)[0]
+	e, p, err := newDecoder().decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	odd := strings.ToUpper(e.Subject)
+	e.Subject = odd
+	x := NewIndex(cat)
+	x.mu.Lock()
+	err = x.applyLocked(1, sha256.Sum256(raw), uuid.MustParse(e.CommandID), true, true, e, p)
+	x.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.reserve(10000)
+	if h, ok := x.Get(odd); !ok || h.ID != odd || x.Len() != 1 {
+		t.Fatalf("after reserve: %v %q, %d hazards", ok, h.ID, x.Len())
 	}
 }

@@ -161,7 +161,7 @@ func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd, rep
 func (x *Index) reserve(n int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if len(x.cmds) != 0 || len(x.bulk) != 0 || len(x.hz) != 0 || n < 4096 {
+	if len(x.all) != 0 || len(x.cmds) != 0 || len(x.bulk) != 0 || n < 4096 {
 		return
 	}
 	x.pending = make([]cmdEntry, 0, n)

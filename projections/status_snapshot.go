@@ -374,28 +374,30 @@ func (x *Index) snapshotHazards(w *bufio.Writer) (int, error) {
 }
 
 // snapshotCommands encodes every recorded command — the bulk, the map and a running replay's
-// — sorted by id, so that a restore takes them as its bulk without sorting (under the read
-// lock: ~30 ns per command).
+// — sorted by id, so that a restore takes them as its bulk without sorting. Under the read
+// lock it only copies the map's and the replay's (the bulk is never changed in place, nor a
+// slot's id once made); it sorts and writes after.
 func (x *Index) snapshotCommands(w *bytes.Buffer) int {
 	x.mu.RLock()
-	defer x.mu.RUnlock()
+	bulk, all := x.bulk, x.all
 	extra := make([]cmdEntry, 0, len(x.cmds)+len(x.pending))
 	for id, r := range x.cmds {
 		extra = append(extra, cmdEntry{id, r})
 	}
 	extra = append(extra, x.pending...)
+	x.mu.RUnlock()
 	slices.SortFunc(extra, compareEntries)
-	w.Grow((len(x.bulk) + len(extra)) * 40)
+	n := len(bulk) + len(extra)
+	w.Grow(n * 40)
 	var b [binary.MaxVarintLen64]byte
 	put := func(c cmdEntry) {
-		hid := x.all[c.r.hz].id // uuid.Nil for an odd id: its commands are not kept
+		hid := all[c.r.hz].id // uuid.Nil for an odd id: its commands are not kept
 		w.Write(c.id[:])
 		w.Write(hid[:])
 		w.WriteByte(byte(c.r.vt & 0xff))
 		w.Write(b[:binary.PutUvarint(b[:], uint64(c.r.vt>>8))])
 		w.Write(b[:binary.PutUvarint(b[:], c.r.seq)])
 	}
-	bulk := x.bulk
 	for len(bulk) > 0 && len(extra) > 0 {
 		if compareEntries(bulk[0], extra[0]) <= 0 {
 			put(bulk[0])
@@ -411,7 +413,7 @@ func (x *Index) snapshotCommands(w *bytes.Buffer) int {
 	for _, c := range extra {
 		put(c)
 	}
-	return len(x.bulk) + len(x.cmds) + len(x.pending)
+	return n
 }
 
 // restore fills the empty index from a snapshot's sections. Each chunk of hazards becomes

@@ -105,19 +105,29 @@ func mergeRuns(p []cmdEntry) []cmdEntry {
 // sortEntries sorts p by id (a snapshot's commands from before they were written sorted).
 func sortEntries(p []cmdEntry) { slices.SortFunc(p, compareEntries) }
 
+// merge calls emit with the entries of the sorted a and b, in order.
+func merge(a, b []cmdEntry, emit func(cmdEntry)) {
+	for len(a) > 0 && len(b) > 0 {
+		if compareEntries(a[0], b[0]) <= 0 {
+			emit(a[0])
+			a = a[1:]
+		} else {
+			emit(b[0])
+			b = b[1:]
+		}
+	}
+	for _, c := range a {
+		emit(c)
+	}
+	for _, c := range b {
+		emit(c)
+	}
+}
+
 // mergeInto merges the sorted a and b into dst, which is as long as both.
 func mergeInto(dst, a, b []cmdEntry) {
 	i := 0
-	for len(a) > 0 && len(b) > 0 {
-		if compareEntries(a[0], b[0]) <= 0 {
-			dst[i], a = a[0], a[1:]
-		} else {
-			dst[i], b = b[0], b[1:]
-		}
-		i++
-	}
-	i += copy(dst[i:], a)
-	copy(dst[i:], b)
+	merge(a, b, func(c cmdEntry) { dst[i] = c; i++ })
 }
 
 // mergeEntries merges two sorted runs into a new one (or answers the other when one is empty).

@@ -206,30 +206,13 @@ func (x *Index) lookup(id string) (uint32, bool) {
 	return n, ok
 }
 
-// canonical is s as a UUID when spelled canonically (lowercase, hyphenated: as uuid.UUID's
-// String spells it back), without allocating.
+// canonical is s as a UUID when spelled canonically (as events.CanonicalUUID demands: what
+// uuid.UUID's String spells back), without allocating: uuid.Parse checks a 36-character form
+// but also takes capitals.
 func canonical(s string) (uuid.UUID, bool) {
-	var u uuid.UUID
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return u, false
+	if len(s) != 36 || strings.ContainsAny(s, "ABCDEF") {
+		return uuid.UUID{}, false
 	}
-	for j, i := range [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34} {
-		hi, ok1 := hexVal(s[i])
-		lo, ok2 := hexVal(s[i+1])
-		if !ok1 || !ok2 {
-			return uuid.UUID{}, false
-		}
-		u[j] = hi<<4 | lo
-	}
-	return u, true
-}
-
-func hexVal(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
-	}
-	return 0, false
+	u, err := uuid.Parse(s)
+	return u, err == nil
 }

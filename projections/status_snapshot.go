@@ -398,21 +398,7 @@ func (x *Index) snapshotCommands(w *bytes.Buffer) int {
 		w.Write(b[:binary.PutUvarint(b[:], uint64(c.r.vt>>8))])
 		w.Write(b[:binary.PutUvarint(b[:], c.r.seq)])
 	}
-	for len(bulk) > 0 && len(extra) > 0 {
-		if compareEntries(bulk[0], extra[0]) <= 0 {
-			put(bulk[0])
-			bulk = bulk[1:]
-		} else {
-			put(extra[0])
-			extra = extra[1:]
-		}
-	}
-	for _, c := range bulk {
-		put(c)
-	}
-	for _, c := range extra {
-		put(c)
-	}
+	merge(bulk, extra, put)
 	return n
 }
 

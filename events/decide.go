@@ -28,6 +28,9 @@ func ResolveIDs(cmd *Command) {
 // record instant now, and returns the one event it records, or a typed error.
 // It normalises cmd.Payload in place. The event's prevhash chains to h.
 func Decide(cat *Catalog, h *Hazard, cmd *Command, now time.Time, source string) (*Event, error) {
+	if h != nil && h.HashUnknown {
+		return nil, Errorf(KindInternal, "hash_unknown", "", "hazard %s: the hash of its last event is not resolved", h.ID)
+	}
 	occurred, err := Check(cat, h, cmd, now)
 	if err != nil {
 		return nil, err

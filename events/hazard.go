@@ -52,6 +52,10 @@ type Hazard struct {
 	ReportSeq uint64   `json:"-"`
 	AmendSeqs []uint64 `json:"-"`
 	LastHash  [32]byte `json:"-"`
+	// HashUnknown: LastHash was not computed — a replay leaves it to the hazard's next
+	// command (most replayed hazards never get one). Resolve it from the stored event at Seq
+	// (SetLastHash) before deciding on the hazard; PrevHash answers "" until then.
+	HashUnknown bool `json:"-"`
 
 	// the flags last, packed together (the index holds one Hazard per hazard)
 	Listed   bool `json:"listed"`
@@ -97,12 +101,21 @@ func (h *Hazard) Subject() string {
 	return Subject(h.Sector, h.Province, h.Prefecture, h.Region, h.ID)
 }
 
-// PrevHash is the prevhash the hazard's next event carries.
+// PrevHash is the prevhash the hazard's next event carries; "" while the hash is unknown.
 func (h *Hazard) PrevHash() string {
 	if h.Version == 0 {
 		return HashString(GenesisHash(h.ID))
 	}
+	if h.HashUnknown {
+		return ""
+	}
 	return HashString(h.LastHash)
+}
+
+// SetLastHash resolves an unknown hash from raw, the stored bytes of the hazard's last event
+// (the event at h.Seq).
+func (h *Hazard) SetLastHash(raw []byte) {
+	h.LastHash, h.HashUnknown = sha256.Sum256(raw), false
 }
 
 // Evolve applies a stored event (raw: its stored bytes; seq: its stream sequence) to the
@@ -112,8 +125,8 @@ func Evolve(cat *Catalog, h *Hazard, e *Event, p any, raw []byte, seq uint64) (*
 	return EvolveSum(cat, h, e, p, sha256.Sum256(raw), seq)
 }
 
-// EvolveSum is Evolve given sum, the SHA-256 of the event's stored bytes (a replay hashes
-// beside its decoding, on every core, rather than in its one goroutine that applies).
+// EvolveSum is Evolve given sum, the SHA-256 of the event's stored bytes. A replay, which
+// does not hash, marks the result HashUnknown after.
 func EvolveSum(cat *Catalog, h *Hazard, e *Event, p any, sum [32]byte, seq uint64) (*Hazard, error) {
 	if h == nil {
 		r, ok := p.(*Reported)
@@ -180,7 +193,7 @@ func EvolveSum(cat *Catalog, h *Hazard, e *Event, p any, sum [32]byte, seq uint6
 	h.Version++
 	h.Seq = seq
 	h.UpdatedAt = InstantOf(e.Time)
-	h.LastHash = sum
+	h.LastHash, h.HashUnknown = sum, false
 	return h, nil
 }
 

@@ -690,3 +690,25 @@ func TestAmend(t *testing.T) {
 		t.Fatalf("name-only amendment: %q %q", w.h.SiteKey, w.h.SiteName)
 	}
 }
+
+// TestDecideRefusesUnknownHash: a hazard whose last hash a replay left unknown is never decided
+// on (its event would carry a broken prevhash); resolved from its stored bytes, it chains.
+func TestDecideRefusesUnknownHash(t *testing.T) {
+	w := build(t, events.StatusReported, events.GradeMajor)
+	known := w.h.LastHash
+	w.h.LastHash, w.h.HashUnknown = [32]byte{}, true
+	if w.h.PrevHash() != "" {
+		t.Fatalf("PrevHash of an unknown hash: %q", w.h.PrevHash())
+	}
+	_, e, err := w.try(events.ActPlan, rectifier, planFull)
+	if ee, ok := err.(*events.Error); !ok || ee.Code != "hash_unknown" || e != nil {
+		t.Fatalf("decide on an unknown hash: %v, %v", e, err)
+	}
+	w.h.SetLastHash(w.raws[len(w.raws)-1])
+	if w.h.HashUnknown || w.h.LastHash != known {
+		t.Fatal("SetLastHash did not restore the hash of the last stored event")
+	}
+	if e := w.do(events.ActPlan, rectifier, planFull); e.PrevHash != events.HashString(known) {
+		t.Fatalf("prevhash %s after resolving", e.PrevHash)
+	}
+}

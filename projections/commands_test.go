@@ -28,7 +28,8 @@ func TestCommandsOfAReplay(t *testing.T) {
 		}
 		x.mu.Lock()
 		defer x.mu.Unlock()
-		if err := x.applyLocked(seq, sha256.Sum256(raw), uuid.MustParse(e.CommandID), true, replay, e, p); err != nil {
+		sum := sha256.Sum256(raw)
+		if err := x.applyLocked(seq, &sum, uuid.MustParse(e.CommandID), true, replay, e, p); err != nil {
 			t.Fatal(err)
 		}
 		x.markAppliedLocked(seq)
@@ -132,7 +133,7 @@ func TestReserveKeepsOddHazards(t *testing.T) {
 	e.Subject = odd
 	x := NewIndex(cat)
 	x.mu.Lock()
-	err = x.applyLocked(1, sha256.Sum256(raw), uuid.MustParse(e.CommandID), true, true, e, p)
+	err = x.applyLocked(1, nil, uuid.MustParse(e.CommandID), true, true, e, p)
 	x.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)

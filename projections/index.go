@@ -107,13 +107,13 @@ func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) erro
 	sum := sha256.Sum256(raw)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.applyLocked(seq, sum, cmd, cmdErr == nil, false, e, p)
+	return x.applyLocked(seq, &sum, cmd, cmdErr == nil, false, e, p)
 }
 
-// applyLocked is ApplyParsed under x.mu, given the stored bytes' SHA-256 and the command id
-// (when it is a UUID: hasCmd).
+// applyLocked is ApplyParsed under x.mu, given the stored bytes' SHA-256 (nil: not computed,
+// the hazard's hash is then unknown) and the command id (when it is a UUID: hasCmd).
 // replay: the command is gathered for settleCommands rather than put in the map.
-func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd, replay bool, e *events.Event, p any) error {
+func (x *Index) applyLocked(seq uint64, sum *[32]byte, cmd uuid.UUID, hasCmd, replay bool, e *events.Event, p any) error {
 	n, known := x.lookup(e.Subject)
 	var h *events.Hazard
 	var cur events.Hazard
@@ -124,10 +124,15 @@ func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd, rep
 		cur = x.hazardAs(n, e.Subject, true)
 		h = &cur
 	}
-	nh, err := events.EvolveSum(x.cat, h, e, p, sum, seq)
+	var hash [32]byte
+	if sum != nil {
+		hash = *sum
+	}
+	nh, err := events.EvolveSum(x.cat, h, e, p, hash, seq)
 	if err != nil {
 		return err
 	}
+	nh.HashUnknown = sum == nil
 	if !known {
 		if len(x.all) == math.MaxUint32 {
 			return events.Errorf(events.KindUnavailable, "index_full", "", "the index holds %d hazards, its most", len(x.all))
@@ -154,6 +159,22 @@ func (x *Index) applyLocked(seq uint64, sum [32]byte, cmd uuid.UUID, hasCmd, rep
 		x.cmds[cmd] = r
 	}
 	return nil
+}
+
+// ResolveHash records the hash of hazard id's last event, the event at seq, where a replay
+// left it unknown; it reports whether the hazard's last event is still that one.
+func (x *Index) ResolveHash(id string, seq uint64, sum [32]byte) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	n, ok := x.lookup(id)
+	if !ok || x.all[n].seq != seq {
+		return false
+	}
+	s := &x.all[n]
+	if s.hashUnknown {
+		s.lastHash, s.hashUnknown = sum, false
+	}
+	return true
 }
 
 // reserve sizes the empty index's maps for a replay of n events (one command each, a few a

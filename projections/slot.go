@@ -48,6 +48,7 @@ type slot struct {
 	planned5       bool
 	onTime         bool
 	oddID          bool
+	hashUnknown    bool
 }
 
 // The instants of a hazard, in slot.t.
@@ -114,7 +115,7 @@ func (x *Index) idView(n uint32, buf *[36]byte) string {
 func (x *Index) hazardAs(n uint32, id string, amends bool) events.Hazard {
 	s := &x.all[n]
 	h := events.Hazard{ID: id, Seq: s.seq, ReportSeq: s.reportSeq, LastHash: s.lastHash, Version: int(s.version),
-		Rejections: int(s.rejections), Listed: s.listed, Planned5: s.planned5, OnTime: s.onTime}
+		Rejections: int(s.rejections), Listed: s.listed, Planned5: s.planned5, OnTime: s.onTime, HashUnknown: s.hashUnknown}
 	for i, f := range fields(&h) {
 		*f = x.words[s.s[i]]
 	}
@@ -154,7 +155,7 @@ func (x *Index) put(n uint32, h *events.Hazard) {
 	}
 	s.seq, s.reportSeq, s.lastHash = h.Seq, h.ReportSeq, h.LastHash
 	s.version, s.rejections = int32(h.Version), int32(h.Rejections)
-	s.listed, s.planned5, s.onTime = h.Listed, h.Planned5, h.OnTime
+	s.listed, s.planned5, s.onTime, s.hashUnknown = h.Listed, h.Planned5, h.OnTime, h.HashUnknown
 	if len(h.AmendSeqs) != len(x.amends[n]) {
 		if x.amends == nil {
 			x.amends = map[uint32][]uint64{}

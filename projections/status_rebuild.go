@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"runtime"
 
@@ -17,6 +16,10 @@ import (
 // catch-up of a start and the whole of `qingling rebuild`: decoding runs on every core while
 // one goroutine applies the events in stream order. progress, when set, is called now and
 // then with the events done and the total.
+//
+// A replay does not hash the events: the index's hazards come out HashUnknown, and the
+// command path hashes a hazard's last event when it next decides on it (Hazard.SetLastHash) —
+// one read by sequence for the hazards that get another command, none for the rest.
 func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, progress func(done, total int)) (uint64, error) {
 	target, err := src.LastSeq(ctx)
 	if err != nil {
@@ -36,13 +39,12 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 		m      jsstore.Msg
 		e      events.Event
 		p      any
-		sum    [32]byte // of the stored bytes, for the index
 		cmd    uuid.UUID
 		hasCmd bool
 		err    error
 	}
 	const batch = 256
-	// Three stages: batches are decoded (and hashed) concurrently, each by its own goroutine;
+	// Three stages: batches are decoded concurrently, each by its own goroutine;
 	// this goroutine applies them to the index in stream order; another applies them to the
 	// projections and marks them applied. The channels bound how many are in flight.
 	order := make(chan chan []item, 4*max(runtime.GOMAXPROCS(0), 2))
@@ -74,7 +76,6 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 				for i := range b {
 					it := &b[i]
 					if it.p, it.err = d.Decode(it.m.Data, &it.e); it.err == nil {
-						it.sum = sha256.Sum256(it.m.Data)
 						u, err := uuid.Parse(it.e.CommandID)
 						it.cmd, it.hasCmd = u, err == nil
 					}
@@ -140,7 +141,7 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 		idx.mu.Lock()
 		for i := range b {
 			if it := &b[i]; it.err == nil {
-				it.err = idx.applyLocked(it.m.Seq, it.sum, it.cmd, it.hasCmd, true, &it.e, it.p)
+				it.err = idx.applyLocked(it.m.Seq, nil, it.cmd, it.hasCmd, true, &it.e, it.p)
 			}
 		}
 		idx.mu.Unlock()

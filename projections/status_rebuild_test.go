@@ -3,6 +3,7 @@ package projections_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"path/filepath"
 	"reflect"
@@ -84,6 +85,21 @@ func TestReplayEqualsRunner(t *testing.T) {
 		p, _ := e.Payload()
 		_ = idx2.ApplyParsed(uint64(i+1), s.raw, e, p)
 		sp2.ApplyEvent(uint64(i+1), e, p)
+	}
+	// The replay hashed nothing: every hazard's hash is unknown until resolved from its last
+	// stored event, and then the runner's.
+	var replayed []events.Hazard
+	idx.Each(func(h *events.Hazard) bool { replayed = append(replayed, *h); return true })
+	for _, h := range replayed {
+		if !h.HashUnknown || h.PrevHash() != "" {
+			t.Fatalf("replayed hazard %s: hash known (%x)", h.ID, h.LastHash)
+		}
+		if idx.ResolveHash(h.ID, h.Seq-1, sha256.Sum256(evs[h.Seq-1].raw)) {
+			t.Fatalf("hazard %s: resolved at a sequence that is not its last", h.ID)
+		}
+		if !idx.ResolveHash(h.ID, h.Seq, sha256.Sum256(evs[h.Seq-1].raw)) {
+			t.Fatalf("hazard %s: not resolved at its last sequence", h.ID)
+		}
 	}
 	assertSameReadModel(t, idx, sp, idx2, sp2)
 }

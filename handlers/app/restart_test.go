@@ -2,13 +2,17 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"qingling/events"
 	"qingling/events/jsstore"
+	"qingling/handlers/app"
+	"qingling/projections"
 )
 
 type step struct {
@@ -153,4 +157,70 @@ func sameState(tb testing.TB, a, b events.Hazard) string {
 		return "deadline or overdue differ"
 	}
 	return ""
+}
+
+// getSpy counts reads by sequence.
+type getSpy struct {
+	app.Log
+	gets atomic.Int64
+}
+
+func (l *getSpy) Get(ctx context.Context, seq uint64) (jsstore.Msg, error) {
+	l.gets.Add(1)
+	return l.Log.Get(ctx, seq)
+}
+
+// TestReplayedHazardResolvesItsHash: an index a replay built (a cold start's catch-up, which
+// hashes no event) knows no hazard's last hash; the first command on a hazard reads its last
+// event once by sequence and chains to it, later ones read nothing; a hazard with no new
+// command is never read.
+func TestReplayedHazardResolvesItsHash(t *testing.T) {
+	n := startNode(t, t.TempDir(), jsstore.Config{}, false)
+	a := newInstance(t, n, nil, false)
+	one := a.must(t, events.ActReport, "", inspector, reportMajor).Hazard
+	one = a.must(t, events.ActPlan, one.ID, rectifier, planFull).Hazard
+	two := a.must(t, events.ActReport, "", inspector, reportGeneral).Hazard
+	a.stop()
+
+	cat, _ := events.LoadCatalog()
+	idx := projections.NewIndex(cat)
+	if _, err := projections.Replay(ctxT(t), n.store, idx, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{one.ID, two.ID} {
+		if h, _ := idx.Get(id); !h.HashUnknown {
+			t.Fatalf("hazard %s: replayed with a known hash", id)
+		}
+	}
+	spy := &getSpy{Log: n.store}
+	svc := &app.Service{Catalog: cat, Index: idx, Log: spy}
+	run := func(action, id string, actor events.Actor, body string) events.Hazard {
+		cmd, err := events.DecodeCommand(action, id, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Actor = actor
+		res, err := svc.Execute(ctxT(t), cmd)
+		if err != nil {
+			t.Fatalf("%s %s: %v", action, id, err)
+		}
+		return res.Hazard
+	}
+	run(events.ActProgress, one.ID, rectifier, bodyProgress)
+	if got := spy.gets.Load(); got != 1 {
+		t.Fatalf("first command after the replay read %d events by sequence, want 1", got)
+	}
+	if h, _ := idx.Get(one.ID); h.HashUnknown {
+		t.Fatal("the index still does not know the hash after a command")
+	}
+	run(events.ActProgress, one.ID, rectifier, bodyProgress)
+	if got := spy.gets.Load(); got != 1 {
+		t.Fatalf("second command read %d events by sequence in all, want 1", got)
+	}
+	if _, evs := history(t, n, one.ID); len(evs) != 4 { // checks the chain
+		t.Fatalf("history of %d events, want 4", len(evs))
+	}
+	if h, _ := idx.Get(two.ID); !h.HashUnknown {
+		t.Fatal("a hazard without a new command was resolved")
+	}
 }

@@ -64,6 +64,11 @@ func (s *Service) Execute(ctx context.Context, cmd *events.Command) (Result, err
 		var h *events.Hazard
 		if exists {
 			h = &cur
+			if h.HashUnknown {
+				if err := s.resolveHash(ctx, h); err != nil {
+					return Result{}, err
+				}
+			}
 		}
 		if u := cmd.Actor.User; u != nil {
 			if err := events.Authorize(s.Catalog, u, cmd, h, s.Now()); err != nil {
@@ -155,6 +160,25 @@ func (s *Service) Execute(ctx context.Context, cmd *events.Command) (Result, err
 		}
 		return Result{Hazard: *st, EventID: ev.ID}, nil
 	}
+}
+
+// resolveHash hashes the stored event at h.Seq, which a replay applied without hashing, into
+// h and the index: one read by sequence, once per replayed hazard that gets another command.
+func (s *Service) resolveHash(ctx context.Context, h *events.Hazard) error {
+	m, err := s.Log.Get(ctx, h.Seq)
+	if err != nil {
+		return err
+	}
+	e, err := events.ParseEvent(m.Data)
+	if err != nil {
+		return err
+	}
+	if e.Subject != h.ID {
+		return events.Errorf(events.KindInternal, "index_mismatch", "", "the event at sequence %d is of hazard %s, not %s", h.Seq, e.Subject, h.ID)
+	}
+	h.SetLastHash(m.Data)
+	s.Index.ResolveHash(h.ID, h.Seq, h.LastHash)
+	return nil
 }
 
 // foldDuplicate brings the index up to an already stored event of the hazard. It applies the

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -364,7 +365,17 @@ func (r *envReader) text(s *string) bool {
 		return false
 	}
 	ascii := true
-	for j := r.i + 1; j < len(r.b); j++ {
+	j := r.i + 1
+	for ; j+8 <= len(r.b); j += 8 { // 8 bytes at a time up to the first that needs a look
+		x := binary.LittleEndian.Uint64(r.b[j:])
+		if special8(x) {
+			break
+		}
+		if x&highs != 0 {
+			ascii = false
+		}
+	}
+	for ; j < len(r.b); j++ {
 		switch c := r.b[j]; {
 		case c == '"':
 			v := r.b[r.i+1 : j]
@@ -478,13 +489,29 @@ func (r *envReader) lit(s string) bool {
 	return true
 }
 
+const ones, highs = 0x0101010101010101, 0x8080808080808080
+
+// special8 reports whether one of the 8 bytes of x (little-endian) is a quote, a backslash or
+// a control character. It may also report one after such a byte, never none before: the
+// callers look at the bytes one by one from there.
+func special8(x uint64) bool {
+	q, s := x^(ones*'"'), x^(ones*'\\')
+	return ((q-ones)&^q|(s-ones)&^s|(x-ones*0x20)&^x)&highs != 0
+}
+
 // quoted consumes a string of printable ASCII without escapes and returns what is between
 // its quotes.
 func (r *envReader) quoted() ([]byte, bool) {
 	if r.i >= len(r.b) || r.b[r.i] != '"' {
 		return nil, false
 	}
-	for j := r.i + 1; j < len(r.b); j++ {
+	j := r.i + 1
+	for ; j+8 <= len(r.b); j += 8 {
+		if x := binary.LittleEndian.Uint64(r.b[j:]); special8(x) || x&highs != 0 {
+			break
+		}
+	}
+	for ; j < len(r.b); j++ {
 		switch c := r.b[j]; {
 		case c == '"':
 			s := r.b[r.i+1 : j]

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/binary"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +92,26 @@ func TestFieldCodeAndClip(t *testing.T) {
 		}
 		if r := strings.TrimSuffix(got, "…"); !strings.HasPrefix("安宁化工有限公司", r) || strings.ContainsRune(r, '\uFFFD') {
 			t.Errorf("clip(%d) = %q cuts a rune", n, got)
+		}
+	}
+}
+
+// TestSpecial8: every byte value at every position of a word; special8 reports exactly the
+// words holding a quote, a backslash or a control character (the scans then look closer).
+func TestSpecial8(t *testing.T) {
+	for c := range 256 {
+		want := c == '"' || c == '\\' || c < 0x20
+		for pos := range 8 {
+			for _, fill := range []byte{'a', 0xe4, ' ', '~'} {
+				var b [8]byte
+				for i := range b {
+					b[i] = fill
+				}
+				b[pos] = byte(c)
+				if got := special8(binary.LittleEndian.Uint64(b[:])); got != want {
+					t.Fatalf("byte %#x at %d among %#x: special8 %v", c, pos, fill, got)
+				}
+			}
 		}
 	}
 }

@@ -74,6 +74,7 @@ type Index struct {
 	amends  map[uint32][]uint64
 	words   []string             // the hazards' strings, each once; words[0] is ""
 	wordNum map[string]uint32    // a repeated string's number in words (ids are not repeated)
+	recent  [nStrings]uint32     // per string field, the word its last new value was (put)
 	cmds    map[uuid.UUID]cmdRec // commands recorded one by one (the command path, the live feed)
 	bulk    []cmdEntry           // commands a replay or a snapshot brought, sorted (commands.go)
 	pending []cmdEntry           // a running replay's, sorted into bulk when it ends

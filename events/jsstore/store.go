@@ -389,11 +389,15 @@ func (s *Store) Follow(ctx context.Context, from uint64, fn func(Msg, uint64) er
 			}
 			return Unavailable(err)
 		}
-		md, err := m.Metadata()
-		if err != nil {
-			return err
+		seq, ts, pending, ok := ackMeta(m.Reply())
+		if !ok { // a form ackMeta does not know: nats.go's reading
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			seq, ts, pending = md.Sequence.Stream, md.Timestamp.UnixNano(), md.NumPending
 		}
-		if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Time: md.Timestamp, MsgID: m.Headers().Get(jetstream.MsgIDHeader)}, md.NumPending); err != nil {
+		if err := fn(Msg{Seq: seq, Subject: m.Subject(), Data: m.Data(), Time: time.Unix(0, ts), MsgID: m.Headers().Get(jetstream.MsgIDHeader)}, pending); err != nil {
 			return err
 		}
 	}

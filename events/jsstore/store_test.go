@@ -437,3 +437,32 @@ func TestHistoryAndGet(t *testing.T) {
 		t.Fatalf("Follow: %d events (%v), err %v", len(seen), seen[:min(3, len(seen))], err)
 	}
 }
+
+// TestFollowReadsAckSubjects: the ack subjects this server sends are read by Follow's own
+// parser (not its fallback to nats.go's), with nats.go's numbers.
+func TestFollowReadsAckSubjects(t *testing.T) {
+	n := start(t, t.TempDir(), jsstore.Config{})
+	ctx := ctxT(t)
+	for i := range 3 {
+		id := events.NewID()
+		mustAppend(t, n, jsstore.Append{Subject: subject(id), Data: body(id, i), MsgID: events.NewID(), New: true, HazardID: id})
+	}
+	cons, err := stream(t, n).OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq, ts, pending, ok := jsstore.AckMeta(m.Reply())
+		if !ok || seq != md.Sequence.Stream || ts != md.Timestamp.UnixNano() || pending != md.NumPending {
+			t.Fatalf("%s: %d %d %d %v; nats.go %d %d %d", m.Reply(), seq, ts, pending, ok, md.Sequence.Stream, md.Timestamp.UnixNano(), md.NumPending)
+		}
+	}
+}

@@ -273,6 +273,16 @@ func runBench(ctx context.Context, cfg benchConfig) ([]benchRow, error) {
 			return nil, err
 		}
 	}
+	// The rebuild as `qingling rebuild` runs it: the embedded server alone in the process, no
+	// serving read model beside it (whose heap the collector would scan meanwhile).
+	if cfg.rows["rebuild"] {
+		if err := b.rebuildAlone(ctx, dir); err != nil {
+			return nil, err
+		}
+	}
+	if !cfg.rows["startup"] && !cfg.rows["append"] && !cfg.rows["nats"] && !cfg.rows["http"] && !cfg.rows["feed"] {
+		return b.rows, nil // nothing needs a running Qingling
+	}
 	// serve over the prepared log: start-up without and with the read-model snapshot (which
 	// the first start writes after its catch-up), then every row that needs a running Qingling.
 	if err := os.Remove(filepath.Join(dir, "readmodel.snap")); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -311,15 +321,6 @@ func runBench(ctx context.Context, cfg benchConfig) ([]benchRow, error) {
 			target{max: 5 * float64(max(logLen, 1_000_000)) / 1e6})
 	}
 	defer m.Close()
-	logLen, err := m.Store.LastSeq(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.rows["rebuild"] {
-		if err := b.rebuild(ctx, m, logLen); err != nil {
-			return nil, err
-		}
-	}
 	if cfg.rows["append"] || cfg.rows["nats"] || cfg.rows["http"] {
 		if err := b.durableAppends(ctx, m); err != nil {
 			return nil, err
@@ -781,11 +782,35 @@ func (b *bench) demoMemory(heap func() float64) error {
 	return nil
 }
 
-// rebuild replays the whole log into a fresh index and status projection through a Runner,
-// against a raw ordered consumer reading the same stream.
-func (b *bench) rebuild(ctx context.Context, m *Main, logLen uint64) error {
+// rebuildAlone runs the rebuild row over the log in dir on an embedded server of its own,
+// configured as `qingling rebuild` and `serve` configure theirs.
+func (b *bench) rebuildAlone(ctx context.Context, dir string) error {
+	srv, err := jsstore.RunServer(jsstore.ServerConfig{Dir: filepath.Join(dir, "jetstream"), ServerName: "qingling"})
+	if err != nil {
+		return err
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	nc, err := jsstore.ConnectInProcess(srv, nats.Name("qingling-bench-rebuild"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	store, err := jsstore.Open(ctx, nc, jsstore.Config{})
+	if err != nil {
+		return err
+	}
+	logLen, err := store.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	return b.rebuild(ctx, store, logLen)
+}
+
+// rebuild replays the whole log into a fresh index and status projection as `qingling
+// rebuild` does (projections.Replay), against a raw ordered consumer reading the same stream.
+func (b *bench) rebuild(ctx context.Context, st *jsstore.Store, logLen uint64) error {
 	rawRead := func() (time.Duration, error) {
-		str, err := m.Store.JetStream().Stream(ctx, m.Store.StreamName())
+		str, err := st.JetStream().Stream(ctx, st.StreamName())
 		if err != nil {
 			return 0, err
 		}
@@ -815,14 +840,14 @@ func (b *bench) rebuild(ctx context.Context, m *Main, logLen uint64) error {
 	// the rebuild as `qingling rebuild` runs it
 	replay := func() (time.Duration, *projections.Index, *status.Projection, error) {
 		idx := projections.NewIndex(b.cat)
-		st := status.New(status.Config{Catalog: b.cat})
+		sp := status.New(status.Config{Catalog: b.cat})
 		start := time.Now()
-		seq, err := projections.Replay(ctx, m.Store, idx, []projections.Projection{st}, nil)
+		seq, err := projections.Replay(ctx, st, idx, []projections.Projection{sp}, nil)
 		took := time.Since(start)
 		if err == nil && seq < logLen {
 			err = fmt.Errorf("rebuild: replayed to %d of %d", seq, logLen)
 		}
-		return took, idx, st, err
+		return took, idx, sp, err
 	}
 	// raw, rebuild, raw: the baseline is the mean of the reads around the rebuild. The
 	// process's CPU time (the embedded server's included) per event says where the limit is.

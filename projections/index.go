@@ -75,6 +75,7 @@ type Index struct {
 	words   []string             // the hazards' strings, each once; words[0] is ""
 	wordNum map[string]uint32    // a repeated string's number in words (ids are not repeated)
 	recent  [nStrings]uint32     // per string field, the word its last new value was (put)
+	fewNum  map[string]uint32    // wordNum for the fields of few values (wordOf)
 	cmds    map[uuid.UUID]cmdRec // commands recorded one by one (the command path, the live feed)
 	bulk    []cmdEntry           // commands a replay or a snapshot brought, sorted (commands.go)
 	pending []cmdEntry           // a running replay's, sorted into bulk when it ends
@@ -85,7 +86,7 @@ type Index struct {
 
 // NewIndex returns an empty index.
 func NewIndex(cat *events.Catalog) *Index {
-	return &Index{cat: cat, hz: map[uuid.UUID]uint32{}, cmds: map[uuid.UUID]cmdRec{}, notify: make(chan struct{}), words: []string{""}, wordNum: map[string]uint32{}}
+	return &Index{cat: cat, hz: map[uuid.UUID]uint32{}, cmds: map[uuid.UUID]cmdRec{}, notify: make(chan struct{}), words: []string{""}, wordNum: map[string]uint32{}, fewNum: map[string]uint32{}}
 }
 
 // Apply folds one stored event into the index. An event the hazard already has (its seq is
@@ -115,7 +116,8 @@ func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) erro
 // the hazard's hash is then unknown) and the command id (when it is a UUID: hasCmd).
 // replay: the command is gathered for settleCommands rather than put in the map.
 func (x *Index) applyLocked(seq uint64, sum *[32]byte, cmd uuid.UUID, hasCmd, replay bool, e *events.Event, p any) error {
-	n, known := x.lookup(e.Subject)
+	u, canon := canonical(e.Subject)
+	n, known := x.lookupAs(e.Subject, u, canon)
 	var h *events.Hazard
 	var cur events.Hazard
 	if known {
@@ -139,7 +141,7 @@ func (x *Index) applyLocked(seq uint64, sum *[32]byte, cmd uuid.UUID, hasCmd, re
 			return events.Errorf(events.KindUnavailable, "index_full", "", "the index holds %d hazards, its most", len(x.all))
 		}
 		n = uint32(len(x.all))
-		x.put(n, nh)
+		x.putNew(nh, u, canon)
 		x.register(n)
 		if k := len(x.byRep); k == 0 || x.all[x.byRep[k-1]].reportSeq < seq {
 			x.byRep = append(x.byRep, n) // in stream order: the usual case

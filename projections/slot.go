@@ -134,25 +134,39 @@ func (x *Index) hazardAs(n uint32, id string, amends bool) events.Hazard {
 // Under x.mu.
 func (x *Index) put(n uint32, h *events.Hazard) {
 	if int(n) == len(x.all) {
-		x.all = append(x.all, slot{})
-		s := &x.all[n]
-		if u, ok := canonical(h.ID); ok {
-			s.id = u
-		} else {
-			if x.oddIDs == nil {
-				x.oddIDs = map[uint32]string{}
-			}
-			s.oddID, x.oddIDs[n] = true, strings.Clone(h.ID)
-		}
+		u, ok := canonical(h.ID)
+		x.putNew(h, u, ok)
+		return
 	}
+	x.store(&x.all[n], n, h)
+}
+
+// putNew is put of a new hazard, its id already read as a UUID (canon: spelled canonically).
+// Under x.mu.
+func (x *Index) putNew(h *events.Hazard, u uuid.UUID, canon bool) {
+	n := uint32(len(x.all))
+	x.all = append(x.all, slot{})
 	s := &x.all[n]
+	if canon {
+		s.id = u
+	} else {
+		if x.oddIDs == nil {
+			x.oddIDs = map[uint32]string{}
+		}
+		s.oddID, x.oddIDs[n] = true, strings.Clone(h.ID)
+	}
+	x.store(s, n, h)
+}
+
+// store writes h into slot s, hazard n. Under x.mu.
+func (x *Index) store(s *slot, n uint32, h *events.Hazard) {
 	for i, f := range fields(h) {
 		switch r := x.recent[i]; {
 		case sameString(x.words[s.s[i]], *f):
 		case x.words[r] == *f: // as the field's last new value: no lookup (province, home, status…)
 			s.s[i] = r
 		default:
-			s.s[i] = x.word(*f)
+			s.s[i] = x.wordOf(i, *f)
 			x.recent[i] = s.s[i]
 		}
 	}
@@ -191,6 +205,27 @@ func (x *Index) word(s string) uint32 {
 	return w
 }
 
+// fewValues: the fields of few values (catalog codes, statuses, sources…), whose words are
+// also found in a small table of their own that stays in the cache (a lookup in the table of
+// every string missed it at each report of a replay).
+const fewValues = 1<<sSector | 1<<sProvince | 1<<sPrefecture | 1<<sRegion | 1<<sGrade | 1<<sCriterion |
+	1<<sSource | 1<<sStatus | 1<<sHome | 1<<sListLevel
+
+// wordOf is word for a value of field i. Under x.mu.
+func (x *Index) wordOf(i int, s string) uint32 {
+	if fewValues&(1<<i) == 0 || s == "" {
+		return x.word(s)
+	}
+	if w, ok := x.fewNum[s]; ok {
+		return w
+	}
+	w := x.word(s)
+	if len(x.fewNum) < 1<<12 { // a log of many values (not Qingling's) uses the big table alone
+		x.fewNum[x.words[w]] = w // the table's copy, never a view of an event
+	}
+	return w
+}
+
 // register makes hazard n (just put) findable by its id. Under x.mu.
 func (x *Index) register(n uint32) {
 	if s := &x.all[n]; !s.oddID {
@@ -205,7 +240,13 @@ func (x *Index) register(n uint32) {
 
 // lookup is hazard id's number. Under x.mu.
 func (x *Index) lookup(id string) (uint32, bool) {
-	if u, ok := canonical(id); ok {
+	u, canon := canonical(id)
+	return x.lookupAs(id, u, canon)
+}
+
+// lookupAs is lookup given id read as a UUID (canon: spelled canonically).
+func (x *Index) lookupAs(id string, u uuid.UUID, canon bool) (uint32, bool) {
+	if canon {
 		n, ok := x.hz[u]
 		return n, ok
 	}

@@ -849,33 +849,59 @@ func (b *bench) rebuild(ctx context.Context, st *jsstore.Store, logLen uint64) e
 		}
 		return took, idx, sp, err
 	}
-	// raw, rebuild, raw: the baseline is the mean of the reads around the rebuild. The
-	// process's CPU time (the embedded server's included) per event says where the limit is.
-	c0 := cpuTime()
-	r1, err := rawRead()
-	if err != nil {
-		return err
-	}
-	c1 := cpuTime()
-	took, idx, _, err := replay()
-	if err != nil {
-		return err
-	}
-	c2 := cpuTime()
-	hazards := idx.Len()
-	r2, err := rawRead()
-	if err != nil {
-		return err
-	}
-	c3 := cpuTime()
-	raw := float64(logLen) / ((r1 + r2).Seconds() / 2)
+	// raw, rebuild, raw, rebuild, …, raw: each rebuild against the mean of the reads around it
+	// (the machine's speed drifts), the median of the rounds reported. The process's CPU time
+	// (the embedded server's included) per event says where the limit is.
+	rounds := max(b.cfg.rounds, 1)
+	var raws, rebuilds, ratios, rawCPUs, rebuildCPUs []float64
+	hazards := 0
 	perEvent := func(d time.Duration) float64 { return d.Seconds() * 1e6 / float64(logLen) }
-	rawCPU, rebuildCPU := perEvent((c1-c0+c3-c2)/2), perEvent(c2-c1)
+	read := func() error {
+		c0 := cpuTime()
+		took, err := rawRead()
+		if err == nil {
+			raws = append(raws, float64(logLen)/took.Seconds())
+			rawCPUs = append(rawCPUs, perEvent(cpuTime()-c0))
+		}
+		return err
+	}
+	if err := read(); err != nil {
+		return err
+	}
+	for range rounds {
+		c0 := cpuTime()
+		took, idx, _, err := replay()
+		if err != nil {
+			return err
+		}
+		rebuildCPUs = append(rebuildCPUs, perEvent(cpuTime()-c0))
+		rebuilds = append(rebuilds, float64(logLen)/took.Seconds())
+		hazards = idx.Len()
+		runtime.GC() // the next read as the first: the rebuilt read model (dead by now) not in the heap
+		if err := read(); err != nil {
+			return err
+		}
+		k := len(raws)
+		ratios = append(ratios, rebuilds[len(rebuilds)-1]/((raws[k-1]+raws[k-2])/2))
+	}
+	med := func(v []float64) float64 {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		if n := len(v); n%2 == 0 {
+			return (v[n/2-1] + v[n/2]) / 2
+		}
+		return v[len(v)/2]
+	}
+	raw, reb := med(raws), med(rebuilds)
+	rawCPU, rebuildCPU := med(rawCPUs), med(rebuildCPUs)
 	b.add(benchRow{Name: "raw ordered consumer read", Value: raw, Unit: "events/s",
-		Note: fmt.Sprintf("%d events; CPU %.1f µs an event (%.2f cores)", logLen, rawCPU, rawCPU*raw/1e6)}, target{})
-	reb := float64(logLen) / took.Seconds()
+		Note: fmt.Sprintf("%d events, median of %d reads; CPU %.1f µs an event (%.2f cores)", logLen, len(raws), rawCPU, rawCPU*raw/1e6)}, target{})
+	note := fmt.Sprintf("%d hazards; CPU %.1f µs an event (%.2f cores)", hazards, rebuildCPU, rebuildCPU*reb/1e6)
+	if rounds > 1 {
+		note = fmt.Sprintf("median of %d rounds, each against the reads around it: %.2f–%.2f×; ", rounds, slices.Min(ratios), slices.Max(ratios)) + note
+	}
 	b.add(benchRow{Name: "rebuild: index + status (Replay)", Value: reb, Unit: "events/s", Baseline: "raw ordered consumer read", BaseVal: raw,
-		Note: fmt.Sprintf("%d hazards; CPU %.1f µs an event (%.2f cores)", hazards, rebuildCPU, rebuildCPU*reb/1e6)}, target{ratio: 0.7})
+		Ratio: med(ratios), Note: note}, target{ratio: 0.7})
 	return nil
 }
 

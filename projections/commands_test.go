@@ -29,7 +29,7 @@ func TestCommandsOfAReplay(t *testing.T) {
 		x.mu.Lock()
 		defer x.mu.Unlock()
 		sum := sha256.Sum256(raw)
-		if err := x.applyLocked(seq, &sum, uuid.MustParse(e.CommandID), true, replay, e, p); err != nil {
+		if _, err := x.applyLocked(seq, &sum, uuid.MustParse(e.CommandID), true, replay, e, p); err != nil {
 			t.Fatal(err)
 		}
 		x.markAppliedLocked(seq)
@@ -133,7 +133,7 @@ func TestReserveKeepsOddHazards(t *testing.T) {
 	e.Subject = odd
 	x := NewIndex(cat)
 	x.mu.Lock()
-	err = x.applyLocked(1, nil, uuid.MustParse(e.CommandID), true, true, e, p)
+	_, err = x.applyLocked(1, nil, uuid.MustParse(e.CommandID), true, true, e, p)
 	x.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)

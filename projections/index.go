@@ -109,20 +109,22 @@ func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) erro
 	sum := sha256.Sum256(raw)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.applyLocked(seq, &sum, cmd, cmdErr == nil, false, e, p)
+	_, err := x.applyLocked(seq, &sum, cmd, cmdErr == nil, false, e, p)
+	return err
 }
 
 // applyLocked is ApplyParsed under x.mu, given the stored bytes' SHA-256 (nil: not computed,
-// the hazard's hash is then unknown) and the command id (when it is a UUID: hasCmd).
+// the hazard's hash is then unknown) and the command id (when it is a UUID: hasCmd); it
+// answers the hazard's number.
 // replay: the command is gathered for settleCommands rather than put in the map.
-func (x *Index) applyLocked(seq uint64, sum *[32]byte, cmd uuid.UUID, hasCmd, replay bool, e *events.Event, p any) error {
+func (x *Index) applyLocked(seq uint64, sum *[32]byte, cmd uuid.UUID, hasCmd, replay bool, e *events.Event, p any) (uint32, error) {
 	u, canon := canonical(e.Subject)
 	n, known := x.lookupAs(e.Subject, u, canon)
 	var h *events.Hazard
 	var cur events.Hazard
 	if known {
 		if x.all[n].seq >= seq {
-			return nil
+			return n, nil
 		}
 		cur = x.hazardAs(n, e.Subject, true)
 		h = &cur
@@ -133,12 +135,12 @@ func (x *Index) applyLocked(seq uint64, sum *[32]byte, cmd uuid.UUID, hasCmd, re
 	}
 	nh, err := events.EvolveSum(x.cat, h, e, p, hash, seq)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	nh.HashUnknown = sum == nil
 	if !known {
 		if len(x.all) == math.MaxUint32 {
-			return events.Errorf(events.KindUnavailable, "index_full", "", "the index holds %d hazards, its most", len(x.all))
+			return 0, events.Errorf(events.KindUnavailable, "index_full", "", "the index holds %d hazards, its most", len(x.all))
 		}
 		n = uint32(len(x.all))
 		x.putNew(nh, u, canon)
@@ -161,7 +163,7 @@ func (x *Index) applyLocked(seq uint64, sum *[32]byte, cmd uuid.UUID, hasCmd, re
 	default:
 		x.cmds[cmd] = r
 	}
-	return nil
+	return n, nil
 }
 
 // ResolveHash records the hash of hazard id's last event, the event at seq, where a replay

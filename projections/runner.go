@@ -30,6 +30,14 @@ type BatchProjection interface {
 	ApplyEvents(n int, event func(i int) (seq uint64, e *events.Event, p any))
 }
 
+// NumberedProjection is a Projection that a replay feeds a run at a time with the index's
+// number of each event's hazard (stable for the replay; replay is a pointer of the replay's
+// own, the same for all its runs).
+type NumberedProjection interface {
+	Projection
+	ApplyNumbered(replay any, n int, event func(i int) (seq uint64, hz uint32, e *events.Event, p any))
+}
+
 // Runner feeds the index and the projections from one ordered consumer.
 type Runner struct {
 	Source      Source

@@ -41,8 +41,10 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 		p      any
 		cmd    uuid.UUID
 		hasCmd bool
+		hz     uint32 // the index's number of its hazard
 		err    error
 	}
+	numbering := new(byte) // this replay, for NumberedProjection
 	const batch = 256
 	// Three stages: batches are decoded concurrently, each by its own goroutine;
 	// this goroutine applies them to the index in stream order; another applies them to the
@@ -108,6 +110,15 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 		done := 0
 		for b := range toProjs {
 			for _, pr := range projs {
+				if np, ok := pr.(NumberedProjection); ok {
+					np.ApplyNumbered(numbering, len(b), func(i int) (uint64, uint32, *events.Event, any) {
+						if b[i].err != nil {
+							return 0, 0, nil, nil
+						}
+						return b[i].m.Seq, b[i].hz, &b[i].e, b[i].p
+					})
+					continue
+				}
 				if bp, ok := pr.(BatchProjection); ok {
 					bp.ApplyEvents(len(b), func(i int) (uint64, *events.Event, any) {
 						if b[i].err != nil {
@@ -141,7 +152,7 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 		idx.mu.Lock()
 		for i := range b {
 			if it := &b[i]; it.err == nil {
-				it.err = idx.applyLocked(it.m.Seq, nil, it.cmd, it.hasCmd, true, &it.e, it.p)
+				it.hz, it.err = idx.applyLocked(it.m.Seq, nil, it.cmd, it.hasCmd, true, &it.e, it.p)
 			}
 		}
 		idx.mu.Unlock()

@@ -130,7 +130,9 @@ type Projection struct {
 	queue  wakeQueue
 	dirty  []bool
 	dirtyL []int32
-	tickAt int64 // when Tick next wakes by itself (0 = Tick is not running)
+	tickAt int64   // when Tick next wakes by itself (0 = Tick is not running)
+	numOf  any     // the replay byNum is for (ApplyNumbered)
+	byNum  []int32 // for it: a hazard's number in the replay → its place in hz + 1 (0: unknown)
 
 	changed chan struct{} // rows became dirty
 	kick    chan struct{} // wakes Tick
@@ -170,6 +172,7 @@ func (x *Projection) reset() {
 	x.queue = nil
 	x.dirty = make([]bool, len(x.lay.rows))
 	x.dirtyL = nil
+	x.numOf, x.byNum = nil, nil
 }
 
 // ApplyEvent folds one stored event (projections.Projection). Events at or before the last
@@ -195,30 +198,70 @@ func (x *Projection) ApplyEvents(n int, event func(i int) (seq uint64, e *events
 	x.lastID = strings.Clone(x.lastID) // a replay's strings view the stored bytes
 }
 
+// ApplyNumbered is ApplyEvents for a replay that numbers the hazards (projections.Replay: the
+// index's numbers): event(i) also answers its hazard's number, the same for every event of a
+// hazard within the replay. A hazard is then found by its number, without a lookup by id,
+// from its second event of the replay on. replay is a value of its own for each replay:
+// another one forgets the numbers of the last.
+func (x *Projection) ApplyNumbered(replay any, n int, event func(i int) (seq uint64, hz uint32, e *events.Event, p any)) {
+	now := x.clock().UnixNano()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if replay != x.numOf {
+		x.numOf, x.byNum = replay, x.byNum[:0]
+	}
+	for i := range n {
+		if seq, hz, e, p := event(i); e != nil {
+			x.applyAs(now, seq, int64(hz), e, p)
+		}
+	}
+	x.lastID = strings.Clone(x.lastID)
+}
+
 func (x *Projection) applyLocked(now int64, seq uint64, e *events.Event, p any) {
+	x.applyAs(now, seq, -1, e, p)
+}
+
+// applyAs is applyLocked for the event of hazard number num of a numbered replay (-1: none).
+func (x *Projection) applyAs(now int64, seq uint64, num int64, e *events.Event, p any) {
 	if seq <= x.seq && x.seq != 0 {
 		return
 	}
 	c, ok := compact(e, p)
-	id, err := uuid.Parse(e.Subject)
 	x.advance(now)
 	x.seq, x.lastID = seq, e.ID
-	if !ok || err != nil {
+	if !ok {
 		return
 	}
-	i, exists := x.ids[id]
-	if !exists {
-		r, report := p.(*events.Reported)
-		if !report {
-			return // like events.Evolve: a hazard begins with its report
-		}
-		leaf := x.lay.leaf(r.Sector, r.Region)
-		if leaf < 0 {
+	i := int32(-1)
+	if num >= 0 && num < int64(len(x.byNum)) {
+		i = x.byNum[num] - 1
+	}
+	if i < 0 {
+		id, err := uuid.Parse(e.Subject)
+		if err != nil {
 			return
 		}
-		i = int32(len(x.hz))
-		x.hz = append(x.hz, hazard{found: nanos(e.OccurredAt), leaf: leaf})
-		x.ids[id] = i
+		var exists bool
+		if i, exists = x.ids[id]; !exists {
+			r, report := p.(*events.Reported)
+			if !report {
+				return // like events.Evolve: a hazard begins with its report
+			}
+			leaf := x.lay.leaf(r.Sector, r.Region)
+			if leaf < 0 {
+				return
+			}
+			i = int32(len(x.hz))
+			x.hz = append(x.hz, hazard{found: nanos(e.OccurredAt), leaf: leaf})
+			x.ids[id] = i
+		}
+		if num >= 0 {
+			if need := int(num) + 1; need > len(x.byNum) {
+				x.byNum = append(x.byNum, make([]int32, need-len(x.byNum))...)
+			}
+			x.byNum[num] = i + 1
+		}
 	}
 	x.addEvent(i, c)
 }

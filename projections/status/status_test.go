@@ -394,3 +394,37 @@ func TestDailyBeyond16Bits(t *testing.T) {
 		t.Fatalf("live open %d", got)
 	}
 }
+
+// TestApplyNumberedForgetsAnotherReplaysNumbers: a replay finds hazards by the numbers it
+// gave them; the next replay numbers them otherwise, and the projection forgets the first's
+// numbers (else the second's events would count for the wrong hazards).
+func TestApplyNumberedForgetsAnotherReplaysNumbers(t *testing.T) {
+	f := newFixture(t, d0)
+	a := f.report("530181", false, d0.Add(72*time.Hour), d0)
+	f.report("530102", false, d0.Add(72*time.Hour), d0)
+	split := len(f.w.log)
+	f.at(d0.Add(time.Hour))
+	f.do(a, "rect-1", &events.Planned{Responsible: "张三", Measures: "加装紧急切断阀", Funds: "30万元", Deadline: events.FormatInstant(d0.Add(48 * time.Hour)), Contingency: "专项应急预案"}, time.Time{})
+	f.do(a, "rect-1", &events.Progressed{Note: "已完成一半", Percent: 50}, time.Time{})
+	f.do(a, "rect-1", &events.Completed{Note: "完成"}, time.Time{}) // a counts as awaiting verification, b as open
+
+	y := New(Config{Catalog: f.w.cat, Clock: f.clk.now})
+	replay := func(log []stored, number map[string]uint32) {
+		y.ApplyNumbered(new(byte), len(log), func(i int) (uint64, uint32, *events.Event, any) {
+			return log[i].seq, number[log[i].e.Subject], log[i].e, log[i].p
+		})
+	}
+	ida, idb := f.w.log[0].e.Subject, f.w.log[1].e.Subject
+	replay(f.w.log[:split], map[string]uint32{ida: 0, idb: 1})
+	replay(f.w.log[split:], map[string]uint32{ida: 1, idb: 0})
+	got, _, _ := y.All()
+	want, _, _ := f.x.All()
+	if len(got) != len(want) {
+		t.Fatalf("%d rows, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].Key != want[i].Key || got[i].Counts != want[i].Counts {
+			t.Fatalf("row %s: %+v, want %+v", want[i].Key, got[i].Counts, want[i].Counts)
+		}
+	}
+}

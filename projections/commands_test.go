@@ -143,3 +143,41 @@ func TestReserveKeepsOddHazards(t *testing.T) {
 		t.Fatalf("after reserve: %v %q, %d hazards", ok, h.ID, x.Len())
 	}
 }
+
+// TestSortRun: runs of random ids, of ids sharing their first bytes (UUIDv7 of one period) and
+// of a few repeated ids come out sorted, each entry once.
+func TestSortRun(t *testing.T) {
+	mk := func(n int, id func(i int) uuid.UUID) []cmdEntry {
+		p := make([]cmdEntry, n)
+		for i := range p {
+			p[i] = cmdEntry{id: id(i), r: cmdRec{seq: uint64(i + 1)}}
+		}
+		return p
+	}
+	v7 := func(int) uuid.UUID { return uuid.Must(uuid.NewV7()) }
+	for name, p := range map[string][]cmdEntry{
+		"v4":       mk(runLen, func(int) uuid.UUID { return uuid.New() }),
+		"v7":       mk(5000, v7),
+		"repeated": mk(3000, func(i int) uuid.UUID { return uuid.NewSHA1(uuid.NameSpaceOID, []byte{byte(i % 7)}) }),
+		"one":      mk(1, v7),
+		"none":     nil,
+	} {
+		want := slices.Clone(p)
+		slices.SortFunc(want, compareEntries)
+		sortRun(p, make([]cmdEntry, len(p)))
+		if !slices.IsSortedFunc(p, compareEntries) {
+			t.Fatalf("%s: not sorted", name)
+		}
+		seqs := func(p []cmdEntry) []uint64 {
+			var s []uint64
+			for _, c := range p {
+				s = append(s, c.r.seq)
+			}
+			slices.Sort(s)
+			return s
+		}
+		if !slices.Equal(seqs(p), seqs(want)) {
+			t.Fatalf("%s: entries lost or repeated", name)
+		}
+	}
+}

@@ -79,6 +79,7 @@ type Index struct {
 	cmds    map[uuid.UUID]cmdRec // commands recorded one by one (the command path, the live feed)
 	bulk    []cmdEntry           // commands a replay or a snapshot brought, sorted (commands.go)
 	pending []cmdEntry           // a running replay's, sorted into bulk when it ends
+	sortBuf []cmdEntry           // the scratch of sortRun
 	applied uint64               // last stream sequence applied in order by the feed
 	notify  chan struct{}        // closed (and replaced) when applied moves on and someone waits
 	waiting atomic.Int32         // waiters on notify: registered under the read lock
@@ -183,7 +184,9 @@ func (x *Index) ResolveHash(id string, seq uint64, sum [32]byte) bool {
 }
 
 // reserve sizes the empty index's maps for a replay of n events (one command each, a few a
-// hazard), so that they do not grow and rehash all the way up.
+// hazard), so that they do not grow and rehash all the way up. The slots are reserved for
+// hazards of two events and more (a closed hazard has four or more): pages never written
+// stay the system's, and trimReserve gives back what a replay left unused.
 func (x *Index) reserve(n int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -192,8 +195,19 @@ func (x *Index) reserve(n int) {
 	}
 	x.pending = make([]cmdEntry, 0, n)
 	x.hz = make(map[uuid.UUID]uint32, n/3)
-	x.all = make([]slot, 0, n/3)
-	x.byRep = make([]uint32, 0, n/3)
+	x.all = make([]slot, 0, n/2)
+	x.byRep = make([]uint32, 0, n/2)
+}
+
+// trimReserve copies the slots and report order into slices of their size when a replay left
+// more than a fifth of what reserve made unused (the collector would pace itself on it).
+func (x *Index) trimReserve() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if c := cap(x.all); c-len(x.all) > c/5 {
+		x.all = append([]slot(nil), x.all...)
+		x.byRep = append([]uint32(nil), x.byRep...)
+	}
 }
 
 // MarkApplied records that the feed has applied every event up to seq, and wakes waiters.

@@ -31,6 +31,7 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 	}
 	total := int(target - from + 1)
 	idx.reserve(total)
+	defer idx.trimReserve()
 	defer idx.settleCommands() // however the replay ends: its events are applied
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -282,3 +282,19 @@ func TestReplayBesideReaders(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayTrimsItsReserve: a replay reserves slots for hazards of two events; a log of
+// hazards with more leaves no more than a fifth of its slots unused.
+func TestReplayTrimsItsReserve(t *testing.T) {
+	cat, _ := events.LoadCatalog()
+	evs := sample(t, cat, 1500)
+	st := logWith(t, evs)
+	idx := projections.NewIndex(cat)
+	if _, err := projections.Replay(context.Background(), st, idx, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	n, room := projections.Slots(idx)
+	if n != idx.Len() || room-n > room/5 {
+		t.Fatalf("%d events, %d hazards: %d slots, room for %d", len(evs), idx.Len(), n, room)
+	}
+}

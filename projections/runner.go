@@ -30,6 +30,13 @@ type BatchProjection interface {
 	ApplyEvents(n int, event func(i int) (seq uint64, e *events.Event, p any))
 }
 
+// Reserver is a Projection that a replay tells how many events it brings before the first
+// (Reserve), and that it is done (Trim: give back what was reserved and is unused).
+type Reserver interface {
+	Reserve(events int)
+	Trim()
+}
+
 // NumberedProjection is a Projection that a replay feeds a run at a time with the index's
 // number of each event's hazard (stable for the replay; replay is a pointer of the replay's
 // own, the same for all its runs).

@@ -32,6 +32,12 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 	total := int(target - from + 1)
 	idx.reserve(total)
 	defer idx.trimReserve()
+	for _, pr := range projs {
+		if r, ok := pr.(Reserver); ok {
+			r.Reserve(total)
+			defer r.Trim()
+		}
+	}
 	defer idx.settleCommands() // however the replay ends: its events are applied
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -92,7 +98,8 @@ func Replay(ctx context.Context, src Source, idx *Index, projs []Projection, pro
 			buf = newBatch()
 		}
 		err := src.Follow(ctx, from, func(m jsstore.Msg, pending uint64) error {
-			buf = append(buf, item{m: m})
+			buf = buf[:len(buf)+1] // zero: new, or cleared when done with
+			buf[len(buf)-1].m = m
 			if len(buf) == batch || pending == 0 || m.Seq >= target {
 				flush()
 			}

@@ -198,6 +198,25 @@ func (x *Projection) ApplyEvents(n int, event func(i int) (seq uint64, e *events
 	x.lastID = strings.Clone(x.lastID) // a replay's strings view the stored bytes
 }
 
+// Reserve makes room, in an empty projection, for the hazards of a replay of n events (two
+// events a hazard and more: pages never written stay the system's; Trim gives back the rest).
+func (x *Projection) Reserve(n int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.hz) == 0 && n >= 4096 {
+		x.hz = make([]hazard, 0, n/2)
+	}
+}
+
+// Trim gives back the room Reserve made that a replay left unused (more than a fifth).
+func (x *Projection) Trim() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if c := cap(x.hz); c-len(x.hz) > c/5 {
+		x.hz = append([]hazard(nil), x.hz...)
+	}
+}
+
 // ApplyNumbered is ApplyEvents for a replay that numbers the hazards (projections.Replay: the
 // index's numbers): event(i) also answers its hazard's number, the same for every event of a
 // hazard within the replay. A hazard is then found by its number, without a lookup by id,

@@ -428,3 +428,24 @@ func TestApplyNumberedForgetsAnotherReplaysNumbers(t *testing.T) {
 		}
 	}
 }
+
+// TestReserveAndTrim: a replay's reserve holds hazards without growing; Trim leaves no more
+// than a fifth of the room unused; a projection with hazards is not reserved again.
+func TestReserveAndTrim(t *testing.T) {
+	f := newFixture(t, d0)
+	f.x.Reserve(100_000)
+	if cap(f.x.hz) != 50_000 {
+		t.Fatalf("reserved room for %d hazards", cap(f.x.hz))
+	}
+	for range 3 {
+		f.report("530181", false, d0.Add(72*time.Hour), d0)
+	}
+	f.x.Reserve(100_000)
+	if len(f.x.hz) != 3 || cap(f.x.hz) != 50_000 {
+		t.Fatalf("reserve of a projection with hazards: %d of %d", len(f.x.hz), cap(f.x.hz))
+	}
+	f.x.Trim()
+	if n, c := len(f.x.hz), cap(f.x.hz); n != 3 || c-n > c/5 {
+		t.Fatalf("after Trim: %d hazards, room for %d", n, c)
+	}
+}

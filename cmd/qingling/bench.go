@@ -280,13 +280,26 @@ func runBench(ctx context.Context, cfg benchConfig) ([]benchRow, error) {
 			return nil, err
 		}
 	}
-	if !cfg.rows["startup"] && !cfg.rows["append"] && !cfg.rows["nats"] && !cfg.rows["http"] && !cfg.rows["feed"] {
-		return b.rows, nil // nothing needs a running Qingling
+	if cfg.rows["startup"] || cfg.rows["append"] || cfg.rows["nats"] || cfg.rows["http"] || cfg.rows["feed"] {
+		if err := b.serveRows(ctx, dir); err != nil {
+			return nil, err
+		}
 	}
-	// serve over the prepared log: start-up without and with the read-model snapshot (which
-	// the first start writes after its catch-up), then every row that needs a running Qingling.
+	if cfg.rows["nosync"] {
+		if err := b.noSyncAppends(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return b.rows, nil
+}
+
+// serveRows opens Qingling over the prepared log in dir as serve does and runs the rows that
+// need it running: start-up without and with the read-model snapshot (which the first start
+// writes after its catch-up), appends through the store, NATS and HTTP, the feed.
+func (b *bench) serveRows(ctx context.Context, dir string) error {
+	cfg := b.cfg
 	if err := os.Remove(filepath.Join(dir, "readmodel.snap")); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+		return err
 	}
 	var m *Main
 	for _, how := range []string{"cold: replays the log", "warm: snapshot + tail"} {
@@ -299,7 +312,7 @@ func runBench(ctx context.Context, cfg benchConfig) ([]benchRow, error) {
 		_, statErr := os.Stat(filepath.Join(dir, "readmodel.snap"))
 		took, mm, err := b.startServe(ctx, dir)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		m = mm
 		if !cfg.rows["startup"] {
@@ -308,7 +321,7 @@ func runBench(ctx context.Context, cfg benchConfig) ([]benchRow, error) {
 		logLen, err := m.Store.LastSeq(ctx)
 		if err != nil {
 			m.Close()
-			return nil, err
+			return err
 		}
 		var h1 runtime.MemStats
 		runtime.GC()
@@ -323,20 +336,15 @@ func runBench(ctx context.Context, cfg benchConfig) ([]benchRow, error) {
 	defer m.Close()
 	if cfg.rows["append"] || cfg.rows["nats"] || cfg.rows["http"] {
 		if err := b.durableAppends(ctx, m); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if cfg.rows["feed"] {
 		if err := b.feed(ctx, m); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if cfg.rows["nosync"] {
-		if err := b.noSyncAppends(ctx); err != nil {
-			return nil, err
-		}
-	}
-	return b.rows, nil
+	return nil
 }
 
 // startServe opens Qingling on dir as serve does and waits until its runner is ready. The

@@ -41,6 +41,7 @@ func (x *Projection) WriteSnapshot(w io.Writer) error {
 	for id, i := range x.ids {
 		ids[i] = id
 	}
+	copy(ids[len(x.hz)-len(x.pendIDs):], x.pendIDs)
 	uv(uint64(len(x.hz)))
 	for i := range x.hz {
 		h := &x.hz[i]

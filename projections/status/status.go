@@ -118,21 +118,22 @@ type Projection struct {
 	clock  func() time.Time
 	cutoff int64 // the first instant after the cut-off day
 
-	mu     sync.RWMutex
-	seq    uint64 // last stream sequence applied
-	lastID string // the id of that event
-	now    int64  // the live instant: counts are as of now
-	ids    map[uuid.UUID]int32
-	hz     []hazard
-	live   []vec            // per row, as of now
-	daily  [][]dayDelta     // per leaf, sorted by day
-	wide   map[leafDay]*vec // what a day's change holds beyond 16 bits a count (daily.go)
-	queue  wakeQueue
-	dirty  []bool
-	dirtyL []int32
-	tickAt int64   // when Tick next wakes by itself (0 = Tick is not running)
-	numOf  any     // the replay byNum is for (ApplyNumbered)
-	byNum  []int32 // for it: a hazard's number in the replay → its place in hz + 1 (0: unknown)
+	mu      sync.RWMutex
+	seq     uint64 // last stream sequence applied
+	lastID  string // the id of that event
+	now     int64  // the live instant: counts are as of now
+	ids     map[uuid.UUID]int32
+	hz      []hazard
+	live    []vec            // per row, as of now
+	daily   [][]dayDelta     // per leaf, sorted by day
+	wide    map[leafDay]*vec // what a day's change holds beyond 16 bits a count (daily.go)
+	queue   wakeQueue
+	dirty   []bool
+	dirtyL  []int32
+	tickAt  int64       // when Tick next wakes by itself (0 = Tick is not running)
+	pendIDs []uuid.UUID // the ids of the last len(pendIDs) hazards, not in ids yet (mapPending)
+	numOf   any         // the replay byNum is for (ApplyNumbered)
+	byNum   []int32     // for it: a hazard's number in the replay → its place in hz + 1 (0: unknown)
 
 	changed chan struct{} // rows became dirty
 	kick    chan struct{} // wakes Tick
@@ -172,7 +173,7 @@ func (x *Projection) reset() {
 	x.queue = nil
 	x.dirty = make([]bool, len(x.lay.rows))
 	x.dirtyL = nil
-	x.numOf, x.byNum = nil, nil
+	x.numOf, x.byNum, x.pendIDs = nil, nil, nil
 }
 
 // ApplyEvent folds one stored event (projections.Projection). Events at or before the last
@@ -208,13 +209,44 @@ func (x *Projection) Reserve(n int) {
 	}
 }
 
-// Trim gives back the room Reserve made that a replay left unused (more than a fifth).
+// Trim gives back the room Reserve made that a replay left unused (more than a fifth), and
+// puts the hazards the replay made in the map by id.
 func (x *Projection) Trim() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.mapPending()
 	if c := cap(x.hz); c-len(x.hz) > c/5 {
 		x.hz = append([]hazard(nil), x.hz...)
 	}
+}
+
+// mapPending puts the hazards a numbered replay made in the map by id, at once: inserted one
+// by one beside the replay, each took a cache miss (a seventh of a 10M cold start).
+func (x *Projection) mapPending() {
+	if len(x.pendIDs) == 0 {
+		return
+	}
+	if len(x.ids) == 0 {
+		x.ids = make(map[uuid.UUID]int32, len(x.pendIDs))
+	}
+	base := int32(len(x.hz) - len(x.pendIDs))
+	for k, id := range x.pendIDs {
+		x.ids[id] = base + int32(k)
+	}
+	x.pendIDs = nil
+}
+
+// canonical: s is a UUID spelled as events.CanonicalUUID demands (36 characters, no capitals).
+func canonical(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'F' {
+			return false
+		}
+	}
+	return true
 }
 
 // ApplyNumbered is ApplyEvents for a replay that numbers the hazards (projections.Replay: the
@@ -227,6 +259,7 @@ func (x *Projection) ApplyNumbered(replay any, n int, event func(i int) (seq uin
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if replay != x.numOf {
+		x.mapPending() // found by the last replay's numbers only
 		x.numOf, x.byNum = replay, x.byNum[:0]
 	}
 	for i := range n {
@@ -261,6 +294,13 @@ func (x *Projection) applyAs(now int64, seq uint64, num int64, e *events.Event, 
 		if err != nil {
 			return
 		}
+		// A hazard this numbered replay made is found by its number whenever its id is spelled
+		// canonically (the index numbers each such id once): those wait out of the map (see
+		// pendIDs); any other lookup needs them in it.
+		byNumOnly := num >= 0 && canonical(e.Subject)
+		if !byNumOnly {
+			x.mapPending()
+		}
 		var exists bool
 		if i, exists = x.ids[id]; !exists {
 			r, report := p.(*events.Reported)
@@ -273,7 +313,12 @@ func (x *Projection) applyAs(now int64, seq uint64, num int64, e *events.Event, 
 			}
 			i = int32(len(x.hz))
 			x.hz = append(x.hz, hazard{found: nanos(e.OccurredAt), leaf: leaf})
-			x.ids[id] = i
+			if byNumOnly {
+				x.pendIDs = append(x.pendIDs, id)
+			} else {
+				x.mapPending()
+				x.ids[id] = i
+			}
 		}
 		if num >= 0 {
 			if need := int(num) + 1; need > len(x.byNum) {

@@ -1,7 +1,10 @@
 package status
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -447,5 +450,52 @@ func TestReserveAndTrim(t *testing.T) {
 	f.x.Trim()
 	if n, c := len(f.x.hz), cap(f.x.hz); n != 3 || c-n > c/5 {
 		t.Fatalf("after Trim: %d hazards, room for %d", n, c)
+	}
+}
+
+// TestNumberedReplayMatchesApplyEvent: a numbered replay (its new hazards kept out of the map
+// by id until it ends) counts and snapshots as events applied one by one do — with an id
+// spelled otherwise (capitals: another number in the index, the same hazard here) between,
+// and a snapshot taken while the replay's hazards are still out of the map.
+func TestNumberedReplayMatchesApplyEvent(t *testing.T) {
+	f := newFixture(t, d0)
+	a := f.report("530181", false, d0.Add(72*time.Hour), d0)
+	f.report("530102", false, d0.Add(72*time.Hour), d0)
+	f.at(d0.Add(time.Hour))
+	f.do(a, "rect-1", &events.Completed{Note: "完成"}, time.Time{})
+	log := slices.Clone(f.w.log)
+	odd := *log[0].e // the report of a again, its id in capitals
+	odd.Subject = strings.ToUpper(odd.Subject)
+	log = append(log[:2:2], append([]stored{{seq: 3, e: &odd, p: log[0].p}}, log[2:]...)...)
+	for i := range log {
+		log[i].seq = uint64(i + 1)
+	}
+	number := map[string]uint32{log[0].e.Subject: 0, log[1].e.Subject: 1, odd.Subject: 2}
+
+	ref := New(Config{Catalog: f.w.cat, Clock: f.clk.now})
+	y := New(Config{Catalog: f.w.cat, Clock: f.clk.now})
+	token := new(byte)
+	snap := func(x *Projection) []byte {
+		var b bytes.Buffer
+		if err := x.WriteSnapshot(&b); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	for k := range log {
+		ref.ApplyEvent(log[k].seq, log[k].e, log[k].p)
+		y.ApplyNumbered(token, 1, func(int) (uint64, uint32, *events.Event, any) {
+			return log[k].seq, number[log[k].e.Subject], log[k].e, log[k].p
+		})
+		if k == 1 && len(y.pendIDs) != 2 {
+			t.Fatalf("after two reports of a numbered replay: %d hazards out of the map", len(y.pendIDs))
+		}
+		if !bytes.Equal(snap(ref), snap(y)) {
+			t.Fatalf("after event %d (%s): snapshots differ", k+1, log[k].e.Type)
+		}
+	}
+	y.Trim()
+	if len(y.pendIDs) != 0 || len(y.ids) != 2 || len(y.hz) != 2 {
+		t.Fatalf("after the replay: %d out of the map, %d in it, %d hazards", len(y.pendIDs), len(y.ids), len(y.hz))
 	}
 }

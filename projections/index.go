@@ -65,24 +65,25 @@ func (x *Index) record(r cmdRec) CommandRecord {
 type Index struct {
 	cat *events.Catalog
 
-	mu      sync.RWMutex
-	hz      map[uuid.UUID]uint32 // a hazard's number in all
-	oddHz   map[string]uint32    // the same for ids not spelled canonically, with
-	oddIDs  map[uint32]string    // their spelling
-	byRep   []uint32             // hazard numbers by report sequence, for stable cursors
-	all     []slot               // in the order the index met them (slot.go)
-	amends  map[uint32][]uint64
-	words   []string             // the hazards' strings, each once; words[0] is ""
-	wordNum map[string]uint32    // a repeated string's number in words (ids are not repeated)
-	recent  [nStrings]uint32     // per string field, the word its last new value was (put)
-	fewNum  map[string]uint32    // wordNum for the fields of few values (wordOf)
-	cmds    map[uuid.UUID]cmdRec // commands recorded one by one (the command path, the live feed)
-	bulk    []cmdEntry           // commands a replay or a snapshot brought, sorted (commands.go)
-	pending []cmdEntry           // a running replay's, sorted into bulk when it ends
-	sortBuf []cmdEntry           // the scratch of sortRun
-	applied uint64               // last stream sequence applied in order by the feed
-	notify  chan struct{}        // closed (and replaced) when applied moves on and someone waits
-	waiting atomic.Int32         // waiters on notify: registered under the read lock
+	mu       sync.RWMutex
+	hz       map[uuid.UUID]uint32 // a hazard's number in all
+	oddHz    map[string]uint32    // the same for ids not spelled canonically, with
+	oddIDs   map[uint32]string    // their spelling
+	byRep    []uint32             // hazard numbers by report sequence, for stable cursors
+	all      []slot               // in the order the index met them (slot.go)
+	amends   map[uint32][]uint64
+	words    []string             // the hazards' strings, each once; words[0] is ""
+	wordNum  map[string]uint32    // a repeated string's number in words (ids are not repeated)
+	recent   [nStrings]uint32     // per string field, the word its last new value was (put)
+	fewNum   map[string]uint32    // wordNum for the fields of few values (wordOf)
+	cmds     map[uuid.UUID]cmdRec // commands recorded one by one (the command path, the live feed)
+	bulk     []cmdEntry           // commands a replay or a snapshot brought, sorted (commands.go)
+	pending  []cmdEntry           // a running replay's, sorted into bulk when it ends
+	sortBuf  []cmdEntry           // the scratch of sortRun
+	reserved bool                 // all and byRep were made by reserve (trimReserve)
+	applied  uint64               // last stream sequence applied in order by the feed
+	notify   chan struct{}        // closed (and replaced) when applied moves on and someone waits
+	waiting  atomic.Int32         // waiters on notify: registered under the read lock
 }
 
 // NewIndex returns an empty index.
@@ -197,17 +198,20 @@ func (x *Index) reserve(n int) {
 	x.hz = make(map[uuid.UUID]uint32, n/3)
 	x.all = make([]slot, 0, n/2)
 	x.byRep = make([]uint32, 0, n/2)
+	x.reserved = true
 }
 
 // trimReserve copies the slots and report order into slices of their size when a replay left
-// more than a fifth of what reserve made unused (the collector would pace itself on it).
+// more than a fifth of what reserve made unused (the collector would pace itself on it); it
+// leaves slices that grew by appends alone (no copy under the lock of a serving index).
 func (x *Index) trimReserve() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if c := cap(x.all); c-len(x.all) > c/5 {
+	if c := cap(x.all); x.reserved && c-len(x.all) > c/5 {
 		x.all = append([]slot(nil), x.all...)
 		x.byRep = append([]uint32(nil), x.byRep...)
 	}
+	x.reserved = false
 }
 
 // MarkApplied records that the feed has applied every event up to seq, and wakes waiters.

@@ -906,7 +906,7 @@ func (b *bench) rebuild(ctx context.Context, st *jsstore.Store, logLen uint64) e
 		Note: fmt.Sprintf("%d events, median of %d reads; CPU %.1f µs an event (%.2f cores)", logLen, len(raws), rawCPU, rawCPU*raw/1e6)}, target{})
 	note := fmt.Sprintf("%d hazards; CPU %.1f µs an event (%.2f cores)", hazards, rebuildCPU, rebuildCPU*reb/1e6)
 	if rounds > 1 {
-		note = fmt.Sprintf("median of %d rounds, each against the reads around it: %.2f–%.2f×; ", rounds, slices.Min(ratios), slices.Max(ratios)) + note
+		note = fmt.Sprintf("×raw: the median of %d rounds' ratios, each against the reads around it (%.2f–%.2f×); ", rounds, slices.Min(ratios), slices.Max(ratios)) + note
 	}
 	b.add(benchRow{Name: "rebuild: index + status (Replay)", Value: reb, Unit: "events/s", Baseline: "raw ordered consumer read", BaseVal: raw,
 		Ratio: med(ratios), Note: note}, target{ratio: 0.7})

@@ -178,7 +178,8 @@ func TestReplayedHazardResolvesItsHash(t *testing.T) {
 	n := startNode(t, t.TempDir(), jsstore.Config{}, false)
 	a := newInstance(t, n, nil, false)
 	one := a.must(t, events.ActReport, "", inspector, reportMajor).Hazard
-	one = a.must(t, events.ActPlan, one.ID, rectifier, planFull).Hazard
+	planCmd := events.NewID()
+	one = a.must(t, events.ActPlan, one.ID, rectifier, with(t, planFull, map[string]any{"command_id": planCmd})).Hazard
 	two := a.must(t, events.ActReport, "", inspector, reportGeneral).Hazard
 	a.stop()
 
@@ -205,6 +206,10 @@ func TestReplayedHazardResolvesItsHash(t *testing.T) {
 			t.Fatalf("%s %s: %v", action, id, err)
 		}
 		return res.Hazard
+	}
+	// A retry of a recorded command is answered without the hash: nothing is read.
+	if h := run(events.ActPlan, one.ID, rectifier, with(t, planFull, map[string]any{"command_id": planCmd})); h.Version != 2 || spy.gets.Load() != 0 {
+		t.Fatalf("retry after the replay: version %d, %d events read by sequence", h.Version, spy.gets.Load())
 	}
 	run(events.ActProgress, one.ID, rectifier, bodyProgress)
 	if got := spy.gets.Load(); got != 1 {

@@ -64,11 +64,6 @@ func (s *Service) Execute(ctx context.Context, cmd *events.Command) (Result, err
 		var h *events.Hazard
 		if exists {
 			h = &cur
-			if h.HashUnknown {
-				if err := s.resolveHash(ctx, h); err != nil {
-					return Result{}, err
-				}
-			}
 		}
 		if u := cmd.Actor.User; u != nil {
 			if err := events.Authorize(s.Catalog, u, cmd, h, s.Now()); err != nil {
@@ -84,6 +79,11 @@ func (s *Service) Execute(ctx context.Context, cmd *events.Command) (Result, err
 		}
 		if h != nil && cmd.Action == events.ActReport {
 			return s.knownReport(ctx, cmd, h)
+		}
+		if h != nil && h.HashUnknown { // after the checks that need no hash: they read nothing
+			if err := s.resolveHash(ctx, h); err != nil {
+				return Result{}, err
+			}
 		}
 		ev, err := events.Decide(s.Catalog, h, cmd, s.Now(), s.home())
 		if err != nil {

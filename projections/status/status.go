@@ -118,22 +118,23 @@ type Projection struct {
 	clock  func() time.Time
 	cutoff int64 // the first instant after the cut-off day
 
-	mu      sync.RWMutex
-	seq     uint64 // last stream sequence applied
-	lastID  string // the id of that event
-	now     int64  // the live instant: counts are as of now
-	ids     map[uuid.UUID]int32
-	hz      []hazard
-	live    []vec            // per row, as of now
-	daily   [][]dayDelta     // per leaf, sorted by day
-	wide    map[leafDay]*vec // what a day's change holds beyond 16 bits a count (daily.go)
-	queue   wakeQueue
-	dirty   []bool
-	dirtyL  []int32
-	tickAt  int64       // when Tick next wakes by itself (0 = Tick is not running)
-	pendIDs []uuid.UUID // the ids of the last len(pendIDs) hazards, not in ids yet (mapPending)
-	numOf   any         // the replay byNum is for (ApplyNumbered)
-	byNum   []int32     // for it: a hazard's number in the replay → its place in hz + 1 (0: unknown)
+	mu       sync.RWMutex
+	seq      uint64 // last stream sequence applied
+	lastID   string // the id of that event
+	now      int64  // the live instant: counts are as of now
+	ids      map[uuid.UUID]int32
+	hz       []hazard
+	live     []vec            // per row, as of now
+	daily    [][]dayDelta     // per leaf, sorted by day
+	wide     map[leafDay]*vec // what a day's change holds beyond 16 bits a count (daily.go)
+	queue    wakeQueue
+	dirty    []bool
+	dirtyL   []int32
+	tickAt   int64       // when Tick next wakes by itself (0 = Tick is not running)
+	pendIDs  []uuid.UUID // the ids of the last len(pendIDs) hazards, not in ids yet (mapPending)
+	reserved bool        // hz was made by Reserve (Trim)
+	numOf    any         // the replay byNum is for (ApplyNumbered)
+	byNum    []int32     // for it: a hazard's number in the replay → its place in hz + 1 (0: unknown)
 
 	changed chan struct{} // rows became dirty
 	kick    chan struct{} // wakes Tick
@@ -173,7 +174,7 @@ func (x *Projection) reset() {
 	x.queue = nil
 	x.dirty = make([]bool, len(x.lay.rows))
 	x.dirtyL = nil
-	x.numOf, x.byNum, x.pendIDs = nil, nil, nil
+	x.numOf, x.byNum, x.pendIDs, x.reserved = nil, nil, nil, false
 }
 
 // ApplyEvent folds one stored event (projections.Projection). Events at or before the last
@@ -205,19 +206,22 @@ func (x *Projection) Reserve(n int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if len(x.hz) == 0 && n >= 4096 {
-		x.hz = make([]hazard, 0, n/2)
+		x.hz, x.reserved = make([]hazard, 0, n/2), true
 	}
 }
 
-// Trim gives back the room Reserve made that a replay left unused (more than a fifth), and
-// puts the hazards the replay made in the map by id.
+// Trim gives back the room Reserve made that a replay left unused (more than a fifth; a
+// slice grown by appends is left as it is), puts the hazards the replay made in the map by
+// id, and forgets the replay's numbers.
 func (x *Projection) Trim() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.mapPending()
-	if c := cap(x.hz); c-len(x.hz) > c/5 {
+	x.numOf, x.byNum = nil, nil // the replay is over: its numbers are not needed again
+	if c := cap(x.hz); x.reserved && c-len(x.hz) > c/5 {
 		x.hz = append([]hazard(nil), x.hz...)
 	}
+	x.reserved = false
 }
 
 // mapPending puts the hazards a numbered replay made in the map by id, at once: inserted one

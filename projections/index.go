@@ -72,10 +72,9 @@ type Index struct {
 	byRep    []uint32             // hazard numbers by report sequence, for stable cursors
 	all      []slot               // in the order the index met them (slot.go)
 	amends   map[uint32][]uint64
-	words    []string             // the hazards' strings, each once; words[0] is ""
-	wordNum  map[string]uint32    // a repeated string's number in words (ids are not repeated)
+	words    wordTable            // the hazards' strings, each once; word 0 is ""
 	recent   [nStrings]uint32     // per string field, the word its last new value was (put)
-	fewNum   map[string]uint32    // wordNum for the fields of few values (wordOf)
+	fewNum   map[string]uint32    // word numbers of the fields of few values (wordOf)
 	cmds     map[uuid.UUID]cmdRec // commands recorded one by one (the command path, the live feed)
 	bulk     []cmdEntry           // commands a replay or a snapshot brought, sorted (commands.go)
 	pending  []cmdEntry           // a running replay's, sorted into bulk when it ends
@@ -88,7 +87,7 @@ type Index struct {
 
 // NewIndex returns an empty index.
 func NewIndex(cat *events.Catalog) *Index {
-	return &Index{cat: cat, hz: map[uuid.UUID]uint32{}, cmds: map[uuid.UUID]cmdRec{}, notify: make(chan struct{}), words: []string{""}, wordNum: map[string]uint32{}, fewNum: map[string]uint32{}}
+	return &Index{cat: cat, hz: map[uuid.UUID]uint32{}, cmds: map[uuid.UUID]cmdRec{}, notify: make(chan struct{}), words: newWordTable(), fewNum: map[string]uint32{}}
 }
 
 // Apply folds one stored event into the index. An event the hazard already has (its seq is

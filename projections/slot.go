@@ -117,7 +117,7 @@ func (x *Index) hazardAs(n uint32, id string, amends bool) events.Hazard {
 	h := events.Hazard{ID: id, Seq: s.seq, ReportSeq: s.reportSeq, LastHash: s.lastHash, Version: int(s.version),
 		Rejections: int(s.rejections), Listed: s.listed, Planned5: s.planned5, OnTime: s.onTime, HashUnknown: s.hashUnknown}
 	for i, f := range fields(&h) {
-		*f = x.words[s.s[i]]
+		*f = x.words.get(s.s[i])
 	}
 	for i, t := range instants(&h) {
 		*t = s.t[i]
@@ -162,8 +162,8 @@ func (x *Index) putNew(h *events.Hazard, u uuid.UUID, canon bool) {
 func (x *Index) store(s *slot, n uint32, h *events.Hazard) {
 	for i, f := range fields(h) {
 		switch r := x.recent[i]; {
-		case sameString(x.words[s.s[i]], *f):
-		case x.words[r] == *f: // as the field's last new value: no lookup (province, home, status…)
+		case sameString(x.words.get(s.s[i]), *f):
+		case x.words.get(r) == *f: // as the field's last new value: no lookup (province, home, status…)
 			s.s[i] = r
 		default:
 			s.s[i] = x.wordOf(i, *f)
@@ -191,19 +191,7 @@ func sameString(a, b string) bool {
 
 // word is s's number in the string table, adding a copy of it (s may view an event's bytes)
 // when new. Under x.mu.
-func (x *Index) word(s string) uint32 {
-	if s == "" {
-		return 0
-	}
-	if w, ok := x.wordNum[s]; ok {
-		return w
-	}
-	s = strings.Clone(s)
-	w := uint32(len(x.words))
-	x.words = append(x.words, s)
-	x.wordNum[s] = w
-	return w
-}
+func (x *Index) word(s string) uint32 { return x.words.num(s) }
 
 // fewValues: the fields of few values (catalog codes, statuses, sources…), whose words are
 // also found in a small table of their own that stays in the cache (a lookup in the table of
@@ -221,7 +209,7 @@ func (x *Index) wordOf(i int, s string) uint32 {
 	}
 	w := x.word(s)
 	if len(x.fewNum) < 1<<12 { // a log of many values (not Qingling's) uses the big table alone
-		x.fewNum[x.words[w]] = w // the table's copy, never a view of an event
+		x.fewNum[x.words.get(w)] = w // the table's copy, never a view of an event
 	}
 	return w
 }

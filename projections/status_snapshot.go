@@ -488,7 +488,7 @@ func (x *Index) restore(hz, cmds []byte, seq uint64) error {
 
 // unrestore empties what a failed restore filled and answers err. Under x.mu.
 func (x *Index) unrestore(err error) error {
-	x.all, x.amends, x.words, x.wordNum, x.oddIDs, x.recent = nil, nil, []string{""}, map[string]uint32{}, nil, [nStrings]uint32{}
+	x.all, x.amends, x.words, x.oddIDs, x.recent = nil, nil, newWordTable(), nil, [nStrings]uint32{}
 	x.fewNum = map[string]uint32{}
 	return err
 }

@@ -129,72 +129,88 @@ func Evolve(cat *Catalog, h *Hazard, e *Event, p any, raw []byte, seq uint64) (*
 // does not hash, marks the result HashUnknown after.
 func EvolveSum(cat *Catalog, h *Hazard, e *Event, p any, sum [32]byte, seq uint64) (*Hazard, error) {
 	if h == nil {
-		r, ok := p.(*Reported)
-		if !ok {
-			return nil, fmt.Errorf("hazard %s: first event is %s, not %s", e.Subject, e.Type, TypeReported)
+		h = new(Hazard)
+		if err := EvolveFirst(cat, h, e, p, sum, seq); err != nil {
+			return nil, err
 		}
-		prov, pref, _ := cat.Path(r.Region)
-		h = &Hazard{ID: e.Subject, Sector: r.Sector, Province: prov, Prefecture: pref, Region: r.Region,
-			SiteKey: r.Site.Key(), SiteName: r.Site.Name, Grade: r.Grade, Criterion: r.Criterion, Source: r.Source,
-			Status: StatusReported, ReportedBy: e.Actor, FoundAt: InstantOf(e.OccurredAt), RecordedAt: InstantOf(e.Time),
-			ReportDeadline: parseInstant(r.Deadline), Supersedes: r.Supersedes, ReportSeq: seq, Home: e.Source}
-		if s, ok := cat.Sector(r.Sector); ok {
-			h.Sector = s.Code // share the catalog's string
-		}
-	} else {
-		switch v := p.(type) {
-		case *Amended:
-			if v.Site != nil {
-				h.SiteName = v.Site.Name
-			}
-			h.AmendSeqs = append(h.AmendSeqs, seq)
-		case *Graded:
-			h.Grade, h.Criterion = v.Grade, v.Criterion
-			if v.Grade != GradeMajor {
-				h.Listed, h.ListLevel, h.ListDeadline = false, "", 0
-			}
-		case *Listed:
-			h.Listed, h.ListLevel, h.ListDeadline = true, v.Level, parseInstant(v.Deadline)
-		case *Planned:
-			if d := parseInstant(v.Deadline); d != 0 {
-				h.PlanDeadline = d
-			}
-			h.Planned5 = v.Responsible != "" && v.Measures != "" && v.Funds != "" && v.Deadline != "" && v.Contingency != ""
-			if h.Status == StatusReported {
-				h.Status = StatusPlanned
-			}
-		case *Progressed:
-			h.Status = StatusRectifying
-		case *Extended:
-			h.ExtDeadline = parseInstant(v.Deadline)
-		case *Completed:
-			h.Status, h.CompletedBy, h.CompletedAt, h.AwaitingAt = StatusAwaiting, e.Actor, InstantOf(e.OccurredAt), InstantOf(e.Time)
-		case *VerifyFailed:
-			h.Status = StatusRectifying
-			h.Rejections++
-		case *Cleared:
-			h.Status, h.ClearedBy, h.ClearedAt = StatusCleared, e.Actor, InstantOf(e.Time)
-			h.OnTime = h.CompletedAt <= h.deadline()
-		case *Reopened:
-			h.Status = StatusReported
-			h.CompletedBy, h.ClearedBy, h.CompletedAt, h.AwaitingAt, h.ClearedAt, h.OnTime = "", "", 0, 0, 0, false
-			h.PlanDeadline, h.ExtDeadline, h.Planned5 = 0, 0, false
-			if d := parseInstant(v.Deadline); d != 0 {
-				h.ReportDeadline = d
-			}
-		case *Withdrawn:
-			h.Status = StatusWithdrawn
-		case *Reported:
-			return h, fmt.Errorf("hazard %s: reported twice (seq %d)", h.ID, seq)
-		default:
-			return h, fmt.Errorf("hazard %s: unknown event type %s", h.ID, e.Type)
-		}
+		return h, nil
 	}
+	switch v := p.(type) {
+	case *Amended:
+		if v.Site != nil {
+			h.SiteName = v.Site.Name
+		}
+		h.AmendSeqs = append(h.AmendSeqs, seq)
+	case *Graded:
+		h.Grade, h.Criterion = v.Grade, v.Criterion
+		if v.Grade != GradeMajor {
+			h.Listed, h.ListLevel, h.ListDeadline = false, "", 0
+		}
+	case *Listed:
+		h.Listed, h.ListLevel, h.ListDeadline = true, v.Level, parseInstant(v.Deadline)
+	case *Planned:
+		if d := parseInstant(v.Deadline); d != 0 {
+			h.PlanDeadline = d
+		}
+		h.Planned5 = v.Responsible != "" && v.Measures != "" && v.Funds != "" && v.Deadline != "" && v.Contingency != ""
+		if h.Status == StatusReported {
+			h.Status = StatusPlanned
+		}
+	case *Progressed:
+		h.Status = StatusRectifying
+	case *Extended:
+		h.ExtDeadline = parseInstant(v.Deadline)
+	case *Completed:
+		h.Status, h.CompletedBy, h.CompletedAt, h.AwaitingAt = StatusAwaiting, e.Actor, InstantOf(e.OccurredAt), InstantOf(e.Time)
+	case *VerifyFailed:
+		h.Status = StatusRectifying
+		h.Rejections++
+	case *Cleared:
+		h.Status, h.ClearedBy, h.ClearedAt = StatusCleared, e.Actor, InstantOf(e.Time)
+		h.OnTime = h.CompletedAt <= h.deadline()
+	case *Reopened:
+		h.Status = StatusReported
+		h.CompletedBy, h.ClearedBy, h.CompletedAt, h.AwaitingAt, h.ClearedAt, h.OnTime = "", "", 0, 0, 0, false
+		h.PlanDeadline, h.ExtDeadline, h.Planned5 = 0, 0, false
+		if d := parseInstant(v.Deadline); d != 0 {
+			h.ReportDeadline = d
+		}
+	case *Withdrawn:
+		h.Status = StatusWithdrawn
+	case *Reported:
+		return h, fmt.Errorf("hazard %s: reported twice (seq %d)", h.ID, seq)
+	default:
+		return h, fmt.Errorf("hazard %s: unknown event type %s", h.ID, e.Type)
+	}
+	h.stamp(e, sum, seq)
+	return h, nil
+}
+
+// EvolveFirst is EvolveSum of a hazard's first event, its report, into *h (overwritten): the
+// index folds a replay's reports into one Hazard of its own rather than a new one each.
+func EvolveFirst(cat *Catalog, h *Hazard, e *Event, p any, sum [32]byte, seq uint64) error {
+	r, ok := p.(*Reported)
+	if !ok {
+		return fmt.Errorf("hazard %s: first event is %s, not %s", e.Subject, e.Type, TypeReported)
+	}
+	prov, pref, _ := cat.Path(r.Region)
+	*h = Hazard{ID: e.Subject, Sector: r.Sector, Province: prov, Prefecture: pref, Region: r.Region,
+		SiteKey: r.Site.Key(), SiteName: r.Site.Name, Grade: r.Grade, Criterion: r.Criterion, Source: r.Source,
+		Status: StatusReported, ReportedBy: e.Actor, FoundAt: InstantOf(e.OccurredAt), RecordedAt: InstantOf(e.Time),
+		ReportDeadline: parseInstant(r.Deadline), Supersedes: r.Supersedes, ReportSeq: seq, Home: e.Source}
+	if s, ok := cat.Sector(r.Sector); ok {
+		h.Sector = s.Code // share the catalog's string
+	}
+	h.stamp(e, sum, seq)
+	return nil
+}
+
+// stamp records in h that e, of stored bytes hashing to sum at sequence seq, is its last event.
+func (h *Hazard) stamp(e *Event, sum [32]byte, seq uint64) {
 	h.Version++
 	h.Seq = seq
 	h.UpdatedAt = InstantOf(e.Time)
 	h.LastHash, h.HashUnknown = sum, false
-	return h, nil
 }
 
 func parseInstant(s string) Instant {

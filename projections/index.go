@@ -121,20 +121,21 @@ func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) erro
 func (x *Index) applyLocked(seq uint64, sum *[32]byte, cmd uuid.UUID, hasCmd, replay bool, e *events.Event, p any) (uint32, error) {
 	u, canon := canonical(e.Subject)
 	n, known := x.lookupAs(e.Subject, u, canon)
-	var h *events.Hazard
-	var cur events.Hazard
+	var hash [32]byte
+	if sum != nil {
+		hash = *sum
+	}
+	var cur events.Hazard // the state folded: no Hazard made on the heap
+	nh, err := &cur, error(nil)
 	if known {
 		if x.all[n].seq >= seq {
 			return n, nil
 		}
 		cur = x.hazardAs(n, e.Subject, true)
-		h = &cur
+		nh, err = events.EvolveSum(x.cat, &cur, e, p, hash, seq)
+	} else {
+		err = events.EvolveFirst(x.cat, &cur, e, p, hash, seq)
 	}
-	var hash [32]byte
-	if sum != nil {
-		hash = *sum
-	}
-	nh, err := events.EvolveSum(x.cat, h, e, p, hash, seq)
 	if err != nil {
 		return 0, err
 	}

@@ -52,11 +52,25 @@ func NewID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // CanonicalUUID checks that s is a UUID spelled canonically (lowercase, hyphenated).
 func CanonicalUUID(field, s string) *Error {
-	u, err := uuid.Parse(s)
-	if err != nil || u.String() != s {
+	if _, ok := ParseCanonicalUUID(s); !ok {
 		return Errorf(KindInvalid, "invalid_uuid", field, "%s must be a canonical UUID (lowercase, hyphenated), got %q", field, clip(s, 60))
 	}
 	return nil
+}
+
+// ParseCanonicalUUID is s as a UUID when spelled canonically — lowercase and hyphenated, as
+// uuid.UUID's String spells it back, what CanonicalUUID accepts — without allocating.
+func ParseCanonicalUUID(s string) (uuid.UUID, bool) {
+	if len(s) != 36 {
+		return uuid.UUID{}, false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'F' { // uuid.Parse takes capitals
+			return uuid.UUID{}, false
+		}
+	}
+	u, err := uuid.Parse(s)
+	return u, err == nil
 }
 
 // Subject is the stream subject of a hazard: hz.<sector>.<province>.<prefecture>.<county>.<id>.

@@ -3,6 +3,7 @@ package events_test
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -167,5 +168,20 @@ func TestCanonicalUUID(t *testing.T) {
 		"{0193f2c4-0000-7000-8000-000000000001}", "urn:uuid:0193f2c4-0000-7000-8000-000000000001",
 		" 0193f2c4-0000-7000-8000-000000000001", "0193f2c4-0000-7000-8000-00000000000g", "0193f2c4-0000-7000-8000-0000000000011"} {
 		wantErr(t, events.CanonicalUUID("subject", s), events.KindInvalid, "invalid_uuid", "subject")
+	}
+}
+
+// TestParseCanonicalUUID: a UUID is canonical exactly when uuid.Parse reads it and String
+// spells it back the same.
+func TestParseCanonicalUUID(t *testing.T) {
+	id := uuid.NewString()
+	for _, s := range []string{id, strings.ToUpper(id), "{" + id + "}", "urn:uuid:" + id, strings.ReplaceAll(id, "-", ""),
+		id[:35] + "g", id[:8] + "_" + id[9:], "", "00000000-0000-0000-0000-000000000000", id[:35] + "F"} {
+		u, ok := events.ParseCanonicalUUID(s)
+		p, err := uuid.Parse(s)
+		want := err == nil && p.String() == s
+		if ok != want || ok && u != p {
+			t.Errorf("ParseCanonicalUUID(%q) = %v, %v; want %v", s, u, ok, want)
+		}
 	}
 }

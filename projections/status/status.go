@@ -240,19 +240,6 @@ func (x *Projection) mapPending() {
 	x.pendIDs = nil
 }
 
-// canonical: s is a UUID spelled as events.CanonicalUUID demands (36 characters, no capitals).
-func canonical(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'A' && c <= 'F' {
-			return false
-		}
-	}
-	return true
-}
-
 // ApplyNumbered is ApplyEvents for a replay that numbers the hazards (projections.Replay: the
 // index's numbers): event(i) also answers its hazard's number, the same for every event of a
 // hazard within the replay. A hazard is then found by its number, without a lookup by id,
@@ -294,14 +281,17 @@ func (x *Projection) applyAs(now int64, seq uint64, num int64, e *events.Event, 
 		i = x.byNum[num] - 1
 	}
 	if i < 0 {
-		id, err := uuid.Parse(e.Subject)
-		if err != nil {
-			return
+		id, canon := events.ParseCanonicalUUID(e.Subject)
+		if !canon {
+			var err error
+			if id, err = uuid.Parse(e.Subject); err != nil {
+				return
+			}
 		}
 		// A hazard this numbered replay made is found by its number whenever its id is spelled
 		// canonically (the index numbers each such id once): those wait out of the map (see
 		// pendIDs); any other lookup needs them in it.
-		byNumOnly := num >= 0 && canonical(e.Subject)
+		byNumOnly := num >= 0 && canon
 		if !byNumOnly {
 			x.mapPending()
 		}

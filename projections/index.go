@@ -119,7 +119,7 @@ func (x *Index) ApplyParsed(seq uint64, raw []byte, e *events.Event, p any) erro
 // answers the hazard's number.
 // replay: the command is gathered for settleCommands rather than put in the map.
 func (x *Index) applyLocked(seq uint64, sum *[32]byte, cmd uuid.UUID, hasCmd, replay bool, e *events.Event, p any) (uint32, error) {
-	u, canon := canonical(e.Subject)
+	u, canon := events.ParseCanonicalUUID(e.Subject)
 	n, known := x.lookupAs(e.Subject, u, canon)
 	var hash [32]byte
 	if sum != nil {

@@ -134,7 +134,7 @@ func (x *Index) hazardAs(n uint32, id string, amends bool) events.Hazard {
 // Under x.mu.
 func (x *Index) put(n uint32, h *events.Hazard) {
 	if int(n) == len(x.all) {
-		u, ok := canonical(h.ID)
+		u, ok := events.ParseCanonicalUUID(h.ID)
 		x.putNew(h, u, ok)
 		return
 	}
@@ -189,10 +189,6 @@ func sameString(a, b string) bool {
 	return len(a) == len(b) && (len(a) == 0 || unsafe.StringData(a) == unsafe.StringData(b))
 }
 
-// word is s's number in the string table, adding a copy of it (s may view an event's bytes)
-// when new. Under x.mu.
-func (x *Index) word(s string) uint32 { return x.words.num(s) }
-
 // fewValues: the fields of few values (catalog codes, statuses, sources…), whose words are
 // also found in a small table of their own that stays in the cache (a lookup in the table of
 // every string missed it at each report of a replay).
@@ -202,12 +198,12 @@ const fewValues = 1<<sSector | 1<<sProvince | 1<<sPrefecture | 1<<sRegion | 1<<s
 // wordOf is word for a value of field i. Under x.mu.
 func (x *Index) wordOf(i int, s string) uint32 {
 	if fewValues&(1<<i) == 0 || s == "" {
-		return x.word(s)
+		return x.words.num(s)
 	}
 	if w, ok := x.fewNum[s]; ok {
 		return w
 	}
-	w := x.word(s)
+	w := x.words.num(s)
 	if len(x.fewNum) < 1<<12 { // a log of many values (not Qingling's) uses the big table alone
 		x.fewNum[x.words.get(w)] = w // the table's copy, never a view of an event
 	}
@@ -228,7 +224,7 @@ func (x *Index) register(n uint32) {
 
 // lookup is hazard id's number. Under x.mu.
 func (x *Index) lookup(id string) (uint32, bool) {
-	u, canon := canonical(id)
+	u, canon := events.ParseCanonicalUUID(id)
 	return x.lookupAs(id, u, canon)
 }
 
@@ -241,6 +237,3 @@ func (x *Index) lookupAs(id string, u uuid.UUID, canon bool) (uint32, bool) {
 	n, ok := x.oddHz[id]
 	return n, ok
 }
-
-// canonical is s as a UUID when spelled canonically (events.CanonicalUUID).
-func canonical(s string) (uuid.UUID, bool) { return events.ParseCanonicalUUID(s) }

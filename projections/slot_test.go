@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"github.com/google/uuid"
+
+	"qingling/events"
 )
 
 // TestSlotCompact guards the index's memory: a hazard is kept in 224 bytes without a pointer
@@ -42,9 +44,9 @@ func TestIDSpellings(t *testing.T) {
 	x := NewIndex(nil)
 	for range 100 {
 		u := uuid.New()
-		got, ok := canonical(u.String())
+		got, ok := events.ParseCanonicalUUID(u.String())
 		if !ok || got != u {
-			t.Fatalf("canonical(%s) = %v %v", u, got, ok)
+			t.Fatalf("ParseCanonicalUUID(%s) = %v %v", u, got, ok)
 		}
 		x.all = append(x.all, slot{id: u})
 		var buf [36]byte
@@ -54,7 +56,7 @@ func TestIDSpellings(t *testing.T) {
 	}
 	u := uuid.New().String()
 	for _, odd := range []string{strings.ToUpper(u), "{" + u + "}", u[:35], u + "0", strings.ReplaceAll(u, "-", "_"), "urn:uuid:" + u, ""} {
-		if _, ok := canonical(odd); ok {
+		if _, ok := events.ParseCanonicalUUID(odd); ok {
 			t.Fatalf("canonical accepted %q", odd)
 		}
 	}

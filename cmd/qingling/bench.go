@@ -468,20 +468,11 @@ func (g *logGen) hazard(i int) (report, plan *events.Event, h *events.Hazard, er
 func (b *bench) prepareLog(ctx context.Context, dir string) error {
 	marker := filepath.Join(dir, "bench-events")
 	want := b.cfg.events - b.cfg.events%2
-	srv, err := jsstore.RunServer(jsstore.ServerConfig{Dir: filepath.Join(dir, "jetstream"), NoSync: true, ServerName: "qingling"})
+	st, closeStore, err := embeddedStore(ctx, dir, true)
 	if err != nil {
 		return err
 	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, err := jsstore.ConnectInProcess(srv)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	st, err := jsstore.Open(ctx, nc, jsstore.Config{})
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	last, err := st.LastSeq(ctx)
 	if err != nil {
 		return err
@@ -495,7 +486,7 @@ func (b *bench) prepareLog(ctx context.Context, dir string) error {
 	if last != 0 {
 		return fmt.Errorf("%s holds a log of %d events not prepared for --events %d; remove it or use another --store", dir, last, want)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	js, err := jetstream.New(st.JetStream().Conn(), jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		return err
 	}
@@ -790,23 +781,36 @@ func (b *bench) demoMemory(heap func() float64) error {
 	return nil
 }
 
+// embeddedStore runs an embedded server on the data directory dir, configured as serve
+// configures its own (noSync: fsync relaxed), and opens the event store on it; closeStore
+// shuts both down.
+func embeddedStore(ctx context.Context, dir string, noSync bool) (st *jsstore.Store, closeStore func(), err error) {
+	srv, err := jsstore.RunServer(jsstore.ServerConfig{Dir: filepath.Join(dir, "jetstream"), NoSync: noSync, ServerName: "qingling"})
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := func() { srv.Shutdown(); srv.WaitForShutdown() }
+	nc, err := jsstore.ConnectInProcess(srv)
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	if st, err = jsstore.Open(ctx, nc, jsstore.Config{}); err != nil {
+		nc.Close()
+		stop()
+		return nil, nil, err
+	}
+	return st, func() { nc.Close(); stop() }, nil
+}
+
 // rebuildAlone runs the rebuild row over the log in dir on an embedded server of its own,
 // configured as `qingling rebuild` and `serve` configure theirs.
 func (b *bench) rebuildAlone(ctx context.Context, dir string) error {
-	srv, err := jsstore.RunServer(jsstore.ServerConfig{Dir: filepath.Join(dir, "jetstream"), ServerName: "qingling"})
+	store, closeStore, err := embeddedStore(ctx, dir, false)
 	if err != nil {
 		return err
 	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, err := jsstore.ConnectInProcess(srv, nats.Name("qingling-bench-rebuild"))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	store, err := jsstore.Open(ctx, nc, jsstore.Config{})
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	logLen, err := store.LastSeq(ctx)
 	if err != nil {
 		return err

@@ -310,8 +310,7 @@ func (x *Projection) applyAs(now int64, seq uint64, num int64, e *events.Event, 
 			if byNumOnly {
 				x.pendIDs = append(x.pendIDs, id)
 			} else {
-				x.mapPending()
-				x.ids[id] = i
+				x.ids[id] = i // pendIDs are mapped already (above): they stay a suffix of hz
 			}
 		}
 		if num >= 0 {
